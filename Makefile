@@ -1,0 +1,47 @@
+# The README's two commands, and the set-up they share.
+# Set-up from nothing: a virtual environment in .venv, torch 2.13.0 (CPU wheel), torch-cluster
+# compiled against it (no build isolation; ~14 min the first time, then pip's cached wheel), and
+# stgraph in editable mode. Each step leaves a stamp, so a second call skips what is done.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH_VERSION         := 2.13.0
+TORCH_CLUSTER_VERSION := 1.6.3
+
+.PHONY: setup test demo bench lint clean
+
+setup: $(VENV)/.stamp-stgraph
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+$(VENV)/.stamp-torch: | $(BIN)/python
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	touch $@
+
+$(VENV)/.stamp-torch-cluster: $(VENV)/.stamp-torch
+	@echo "building torch-cluster against torch $(TORCH_VERSION) (first time ~14 min; cached afterwards)"
+	$(BIN)/pip install --quiet --no-build-isolation torch-cluster==$(TORCH_CLUSTER_VERSION)
+	$(BIN)/python -c "import torch_cluster, torch; print('torch-cluster', torch_cluster.__version__, 'on torch', torch.__version__)"
+	touch $@
+
+$(VENV)/.stamp-stgraph: $(VENV)/.stamp-torch-cluster pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/stgraph summary uci-beijing-12 --k 4 --map outputs/demo/stations_map.png
+
+bench: setup
+	$(BIN)/python benchmarks/knn.py
+
+lint: setup
+	$(BIN)/ruff check stgraph tests benchmarks
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,82 @@
+"""Command line: ``stgraph datasets list|info NAME`` and ``stgraph summary``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from stgraph.data.readers import read_long_table
+from stgraph.datasets import get_card, list_datasets, load_dataset
+from stgraph.summary import run_summary
+
+
+def _datasets(args) -> int:
+    if args.action == "list":
+        for name in list_datasets():
+            card = get_card(name)
+            print(f"{name:16s} {card.title}")
+        return 0
+    if not args.name:
+        print("stgraph datasets info NAME: give a dataset name; choices: " + ", ".join(list_datasets()))
+        return 2
+    card = get_card(args.name)
+    print(f"{card.name}: {card.title}\n")
+    print(" ".join(card.description.split()) + "\n")
+    print(f"source     {card.url}\nhomepage   {card.homepage}\nlicence    {card.licence}")
+    print(f"citation   {' '.join(card.citation.split())}\nfolder     {card.folder}")
+    print("files:")
+    for f in card.files:
+        print(f"  {f.path:48s} sha256 {f.sha256[:16]}…" + ("" if f.in_archive or f.url else "  (not downloadable)"))
+    if card.variables:
+        print("variables: " + ", ".join(f"{v['name']} [{v['unit']}]" for v in card.variables))
+    return 0
+
+
+def _summary(args) -> int:
+    if args.long:
+        data = read_long_table(args.long, args.stations, irregular=args.irregular)
+    elif args.dataset:
+        data = load_dataset(args.dataset, args.data_dir, download=not args.offline)
+    else:
+        print("stgraph summary: give a dataset name or --long FILE [--stations FILE]")
+        return 2
+    info = run_summary(data, k=args.k, map_path=args.map, backend=args.backend)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stgraph", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("datasets", help="list the built-in datasets or show one's card")
+    d.add_argument("action", choices=["list", "info"])
+    d.add_argument("name", nargs="?")
+    d.set_defaults(func=_datasets)
+    s = sub.add_parser("summary", help="load a dataset, build its station graph, print a summary, draw a map")
+    s.add_argument("dataset", nargs="?", help="built-in dataset name (see `stgraph datasets list`)")
+    s.add_argument("--long", help="your own long-format CSV/Parquet: station, time, <variables>")
+    s.add_argument("--stations", help="stations table for --long: station, latitude, longitude, ...")
+    s.add_argument("--irregular", choices=["raise", "resample"], default="raise")
+    s.add_argument("--data-dir", help="folder holding <dataset folder>/<files> (else $STGRAPH_DATA_DIR, mirror, cache)")
+    s.add_argument("--offline", action="store_true", help="never download")
+    s.add_argument("--k", type=int, default=4, help="neighbours per station in the kNN graph")
+    s.add_argument("--backend", choices=["torch_cluster", "torch"], default=None)
+    s.add_argument("--map", help="write a PNG map of stations and edges here")
+    s.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    s.set_defaults(func=_summary)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, FileNotFoundError, ValueError) as e:
+        print(f"stgraph: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

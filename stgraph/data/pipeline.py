@@ -1,0 +1,57 @@
+"""Leak-free training inputs: what a model may see while it trains.
+
+Only train-role stations in the train period reach the scaler; only train-role stations'
+values reach the training windows; only train-role stations' positions reach the training graph.
+The poisoning test (tests/data/test_poisoning.py) holds this to bit-identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch_geometric.data import Data
+
+from stgraph.data.scalers import MaskedStandardScaler
+from stgraph.data.splits import StationSplit
+from stgraph.data.station_data import StationData
+from stgraph.data.time_splits import TimeSplit
+from stgraph.data.windows import WindowDataset, window_starts
+from stgraph.graph.build import station_data_graph
+
+
+@dataclass
+class TrainingInputs:
+    """Attributes:
+    stations: (N_train,) node indices of the train-role stations, in split order.
+    scaler: fitted on those stations in the train period.
+    windows: standardised windows over those stations in the train period.
+    graph: kNN graph among those stations (``station_index`` maps back to the dataset).
+    """
+
+    stations: np.ndarray
+    scaler: MaskedStandardScaler
+    windows: WindowDataset
+    graph: Data
+
+
+def build_training_inputs(
+    data: StationData,
+    split: StationSplit,
+    time_split: TimeSplit,
+    *,
+    window: int,
+    horizon: int,
+    k: int,
+    stride: int = 1,
+    weight: str = "gaussian",
+    backend: str | None = None,
+) -> TrainingInputs:
+    stations = split.indices(data, "train")
+    period = time_split.period("train")
+    scaler = MaskedStandardScaler().fit(data, stations, period)
+    scaled = scaler.transform(data.values[:, stations])  # (T, N_train, C): only train columns
+    starts = window_starts(period, window, horizon, stride)
+    windows = WindowDataset(scaled, data.mask[:, stations], data.times, starts, window, horizon)
+    graph = station_data_graph(data, k, stations=stations, weight=weight, backend=backend)
+    return TrainingInputs(stations=stations, scaler=scaler, windows=windows, graph=graph)

@@ -1,0 +1,104 @@
+"""Sliding windows ``[B, T, N, C]`` cut by tensor indexing, never by a Python loop per window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stgraph.data.encodings import cyclic_time_encoding
+from stgraph.data.station_data import StationData
+
+
+def window_starts(period: np.ndarray, window: int, horizon: int, stride: int = 1) -> np.ndarray:
+    """Start indices ``s`` whose whole span ``[s, s + window + horizon)`` lies in ``period``.
+
+    Args:
+        period: (T,) bool, the steps of one period (see :class:`~stgraph.data.TimeSplit`).
+    Returns:
+        (B,) int64 start indices, every ``stride``-th valid one.
+    """
+    span = window + horizon
+    t = len(period)
+    if span > t:
+        return np.zeros(0, dtype=np.int64)
+    inside = np.concatenate([[0], np.cumsum(period.astype(np.int64))])
+    full = inside[span:] - inside[:-span] == span  # (T - span + 1,)
+    return np.flatnonzero(full)[::stride].astype(np.int64)
+
+
+@dataclass
+class Windows:
+    """One batch of windows.
+
+    Attributes:
+        x: (B, W, N, C) inputs; x_mask: (B, W, N, C) bool.
+        y: (B, H, N, C) targets; y_mask: (B, H, N, C) bool.
+        x_time: (B, W, 6) and y_time: (B, H, 6) cyclic time encodings.
+        start: (B,) index of each window's first step in the dataset.
+    """
+
+    x: torch.Tensor
+    x_mask: torch.Tensor
+    y: torch.Tensor
+    y_mask: torch.Tensor
+    x_time: torch.Tensor
+    y_time: torch.Tensor
+    start: torch.Tensor
+
+
+class WindowDataset:
+    """Windows over a fixed set of stations, materialised a batch at a time.
+
+    Args:
+        values: (T, N, C) float32 (already scaled, if scaling is wanted).
+        mask: (T, N, C) bool.
+        times: (T,) datetime64 for the cyclic encodings.
+        starts: (B_total,) window start indices (see :func:`window_starts`).
+        window, horizon: input and target lengths. ``horizon=0`` gives empty targets.
+    """
+
+    def __init__(
+        self, values: np.ndarray, mask: np.ndarray, times: np.ndarray, starts: np.ndarray, window: int, horizon: int
+    ):
+        self.values = torch.as_tensor(np.ascontiguousarray(values), dtype=torch.float32)
+        self.mask = torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.bool)
+        self.time_enc = torch.as_tensor(cyclic_time_encoding(times))
+        self.starts = torch.as_tensor(starts, dtype=torch.long)
+        self.window, self.horizon = int(window), int(horizon)
+        if len(self.starts) and int(self.starts.max()) + window + horizon > self.values.shape[0]:
+            raise ValueError("a window runs past the end of the series")
+
+    @classmethod
+    def from_station_data(
+        cls,
+        data: StationData,
+        stations: np.ndarray,
+        starts: np.ndarray,
+        window: int,
+        horizon: int,
+        values: np.ndarray | None = None,
+    ) -> WindowDataset:
+        """Windows over the node subset ``stations`` (values default to ``data.values``)."""
+        vals = data.values if values is None else values
+        return cls(vals[:, stations], data.mask[:, stations], data.times, starts, window, horizon)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, idx) -> Windows:
+        starts = self.starts[idx].reshape(-1)  # (B,)
+        span = torch.arange(self.window + self.horizon)
+        t = starts[:, None] + span[None, :]  # (B, W + H)
+        v, m, e = self.values[t], self.mask[t], self.time_enc[t]  # (B, W+H, N, C), ..., (B, W+H, 6)
+        w = self.window
+        return Windows(
+            x=v[:, :w], x_mask=m[:, :w], y=v[:, w:], y_mask=m[:, w:], x_time=e[:, :w], y_time=e[:, w:], start=starts
+        )
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None):
+        """Yield :class:`Windows` batches covering the dataset once."""
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for idx in order.split(batch_size):
+            yield self[idx]

@@ -1,0 +1,44 @@
+"""Built-in datasets by name: cards -> resolved, verified files -> :class:`StationData`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from stgraph.data.station_data import StationData
+from stgraph.datasets import aqi36, cn_stations, uci_beijing
+from stgraph.datasets.cards import DatasetCard, all_cards
+from stgraph.datasets.resolve import resolve_files
+
+LOADERS: dict[str, Callable[[DatasetCard, dict[str, Path]], StationData]] = {
+    "uci_beijing": uci_beijing.load,
+    "aqi36": aqi36.load,
+    "cn_stations": cn_stations.load,
+}
+
+
+def list_datasets() -> list[str]:
+    return sorted(all_cards())
+
+
+def get_card(name: str) -> DatasetCard:
+    cards = all_cards()
+    key = name.strip().lower().replace("_", "-")
+    if key not in cards:
+        raise KeyError(f"unknown dataset '{name}'; available: {sorted(cards)}")
+    return cards[key]
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True) -> StationData:
+    """Load a built-in dataset, reading verified files (see :mod:`stgraph.datasets.resolve`)."""
+    card = get_card(name)
+    files = resolve_files(card, data_dir, download=download)
+    data = LOADERS[card.loader](card, files)
+    data.meta.update(
+        {
+            "dataset": card.name,
+            "files": {k: str(v) for k, v in files.items()},
+            "sha256": {f.path: f.sha256 for f in card.files},
+        }
+    )
+    return data

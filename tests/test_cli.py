@@ -1,0 +1,53 @@
+"""The CLI calls the same functions the rest of the tests call."""
+
+import json
+
+import pandas as pd
+
+from stgraph.cli import main
+from stgraph.testing import synthetic_stations
+
+
+def test_datasets_list_and_info(capsys):
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "uci-beijing-12" in out and "aqi36" in out and "cn-stations" in out
+    assert main(["datasets", "info", "aqi36"]) == 0
+    out = capsys.readouterr().out
+    assert "STMVL-Release.zip" in out and "pm25_ground.txt" in out
+    assert main(["datasets", "info", "nope"]) == 1
+    assert "available" in capsys.readouterr().err
+
+
+def test_summary_on_real_data_writes_map(tmp_path, capsys):
+    png = tmp_path / "map.png"
+    assert main(["summary", "uci-beijing-12", "--offline", "--k", "4", "--map", str(png), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "stations         12" in out and "2013-03-01" in out and "PM2.5" in out
+    info = json.loads(out[out.index("{") :])
+    assert info["graph"]["num_components"] == 1 and info["graph"]["degree_min"] >= 4
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_summary_on_your_own_long_file(tmp_path, capsys):
+    data = synthetic_stations(num_nodes=5, num_steps=48, seed=1)
+    t, n, _ = data.values.shape
+    long = pd.DataFrame(
+        {
+            "station": pd.Series(data.station_ids * t),
+            "time": data.times.repeat(n),
+            "pm25": data.values[..., 0].reshape(-1),
+        }
+    )
+    long.to_csv(tmp_path / "m.csv", index=False)
+    data.stations.to_csv(tmp_path / "st.csv", index=False)
+    assert main(["summary", "--long", str(tmp_path / "m.csv"), "--stations", str(tmp_path / "st.csv"), "--k", "2"]) == 0
+    assert "stations         5" in capsys.readouterr().out
+
+
+def test_bad_file_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("station,time,pm25\nA,yesterday,1\n")
+    (tmp_path / "st.csv").write_text("station,latitude,longitude\nA,1,2\n")
+    assert main(["summary", "--long", str(tmp_path / "m.csv"), "--stations", str(tmp_path / "st.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "m.csv" in err and "line 2" in err and "'time'" in err
