@@ -26,10 +26,13 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def _points(n: int, seed: int = 0):
+REAL = "cn-stations"  # N given as this name: the real station geometry
+
+
+def _points(n: int | str, seed: int = 0):
     import torch
 
-    if n < 0:  # real geometry
+    if n == REAL:
         from stgraph.datasets import load_dataset
         from stgraph.graph import latlon_to_xyz
 
@@ -39,14 +42,14 @@ def _points(n: int, seed: int = 0):
     return p / p.norm(dim=1, keepdim=True)
 
 
-def worker(backend: str, n: int, k: int, repeats: int) -> dict:
+def worker(backend: str, n: int | str, k: int, repeats: int) -> dict:
     """Runs in its own process; prints one JSON line."""
     import numpy as np
     import torch
 
     pos = _points(n)
     if backend == "ckdtree":
-        from scipy.spatial import cKDTree
+        from scipy.spatial import cKDTree  # noqa: I001
 
         x = pos.numpy().astype(np.float64)
 
@@ -55,6 +58,8 @@ def worker(backend: str, n: int, k: int, repeats: int) -> dict:
             _, idx = tree.query(x, k=k + 1, workers=-1)  # first hit is the point itself
             return idx[:, 1:].size
     else:
+        import torch_cluster  # noqa: F401  (load the extension before the memory baseline)
+
         from stgraph.graph import knn_graph
 
         def run():
@@ -118,13 +123,13 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         b, n, k, r = args.worker
-        print(json.dumps(worker(b, int(n), int(k), int(r))))
+        print(json.dumps(worker(b, n if n == REAL else int(n), int(k), int(r))))
         return
 
     rows = []
-    for n in [-1, *args.sizes]:  # -1: cn-stations geometry
+    for n in [REAL, *args.sizes]:
         for backend in ("torch_cluster", "torch", "ckdtree"):
-            if backend == "torch" and n > args.max_reference:
+            if backend == "torch" and n != REAL and n > args.max_reference:
                 rows.append(
                     {
                         "backend": backend,
@@ -134,7 +139,7 @@ def main() -> None:
                     }
                 )
                 continue
-            repeats = 5 if 0 < n <= 10_000 or n < 0 else (3 if n <= 100_000 else 1)
+            repeats = 5 if n == REAL or n <= 10_000 else (3 if n <= 100_000 else 1)
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", backend, str(n), str(args.k), str(repeats)],
                 capture_output=True,
@@ -142,7 +147,7 @@ def main() -> None:
                 check=True,
             )
             row = json.loads(out.stdout.strip().splitlines()[-1])
-            row["geometry"] = "cn-stations (real)" if n < 0 else "uniform sphere"
+            row["geometry"] = "cn-stations (real)" if n == REAL else "uniform sphere"
             rows.append(row)
             print(
                 f"{row['geometry']:18s} N={row['n']:>9,d} {backend:14s} {row['seconds']:9.4f} s  "

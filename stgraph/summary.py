@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from stgraph.data.station_data import StationData
 from stgraph.graph.build import station_data_graph
 from stgraph.graph.export import connectivity_summary
+
+
+def _step(step: pd.Timedelta) -> str:
+    """1h, 30min, 1d: the step as a short string."""
+    for unit, name in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if step.total_seconds() % unit == 0:
+            return f"{int(step.total_seconds() // unit)}{name}"
+    return str(step)
 
 
 def summarize(data: StationData, *, k: int = 4, backend: str | None = None) -> tuple[dict, object]:
@@ -16,9 +26,9 @@ def summarize(data: StationData, *, k: int = 4, backend: str | None = None) -> t
         "dataset": data.name,
         "num_stations": data.num_nodes,
         "num_steps": data.num_steps,
-        "start": str(data.times[0]) if data.num_steps else None,
-        "end": str(data.times[-1]) if data.num_steps else None,
-        "freq": str(data.freq) if data.freq is not None else None,
+        "start": f"{pd.Timestamp(data.times[0]):%Y-%m-%d %H:%M}" if data.num_steps else None,
+        "end": f"{pd.Timestamp(data.times[-1]):%Y-%m-%d %H:%M}" if data.num_steps else None,
+        "freq": _step(data.freq) if data.freq is not None else None,
         "channels": list(data.channels),
         "units": list(data.units),
         "missing_rate": {c: round(float(r), 4) for c, r in data.missing_rate().items()},
@@ -34,7 +44,7 @@ def format_summary(info: dict) -> str:
     lines = [f"dataset          {info['dataset']}", f"stations         {info['num_stations']}"]
     if info["num_steps"]:
         lines.append(
-            f"time span        {info['start']} .. {info['end']}  ({info['num_steps']} steps of {info['freq']})"
+            f"time span        {info['start']} .. {info['end']}  ({info['num_steps']:,d} steps of {info['freq']})"
         )
         lines.append("missing rate     " + "  ".join(f"{c} {100 * r:.1f}%" for c, r in info["missing_rate"].items()))
     else:

@@ -2,18 +2,27 @@
 
 ``torch_cluster`` (default when importable) and ``torch``, a chunked exact reference that the
 tests compare against. Both return PyG-style ``edge_index`` with ``flow="source_to_target"``:
-row 0 indexes the neighbour (message source), row 1 the query (message target). Memory is
-O(N·k) plus one chunk of the reference's distance block; never an N×N matrix.
+row 0 indexes the neighbour (message source), row 1 the query (message target), grouped by query
+in query order. Memory is O(N·k) plus one chunk of the reference's distance block; never N×N.
+
+torch-cluster's CPU kNN builds a nanoflann kd-tree and answers queries one by one on one thread.
+Two things make it fast here: points and queries are first sorted along a Morton curve (the
+tree's leaves become contiguous in memory), and queries are split across threads (the op
+releases the GIL; each thread builds its own tree). See benchmarks/results/knn.md.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from stgraph._optional import has_torch_cluster, require_torch_cluster
+from stgraph.graph.locality import morton_order
 
 BACKENDS = ("torch_cluster", "torch")
 _CHUNK_ELEMENTS = 1 << 24  # reference backend: at most 16 M distances (64 MB float32) at once
+_PARALLEL_MIN_QUERIES = 16_384  # below this, one thread is as fast
 
 
 def default_backend() -> str:
@@ -36,21 +45,50 @@ def _check(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} has non-finite coordinates")
 
 
-def _knn_reference(x: torch.Tensor, y: torch.Tensor, k: int, exclude_self: bool, chunk_elements: int):
-    """Exact brute force in row chunks. Returns (query index, neighbour index), each (M*k,)."""
-    m, n = y.size(0), x.size(0)
-    rows = max(1, chunk_elements // max(n, 1))
-    nbrs = []
-    for lo in range(0, m, rows):  # chunks of queries, each one vectorised block
-        yc = y[lo : lo + rows]
-        d = torch.cdist(yc, x, compute_mode="donot_use_mm_for_euclid_dist")  # (rows, n)
-        if exclude_self:
-            q = torch.arange(lo, lo + yc.size(0), device=x.device)
-            d[torch.arange(yc.size(0), device=x.device), q] = float("inf")
-        nbrs.append(d.topk(k, dim=1, largest=False).indices)
-    col = torch.cat(nbrs)  # (m, k)
-    row = torch.arange(m, device=x.device).repeat_interleave(k)
-    return row, col.reshape(-1)
+def _neighbours_reference(x: torch.Tensor, y: torch.Tensor, k: int, chunk_elements: int) -> torch.Tensor:
+    """Exact brute force in query chunks. Returns (M, k) indices into ``x``, nearest first."""
+    rows = max(1, chunk_elements // max(x.size(0), 1))
+    out = []
+    for lo in range(0, y.size(0), rows):  # chunks of queries, each one vectorised block
+        d = torch.cdist(y[lo : lo + rows], x, compute_mode="donot_use_mm_for_euclid_dist")  # (rows, N)
+        out.append(d.topk(k, dim=1, largest=False).indices)
+    return torch.cat(out)
+
+
+def _neighbours_torch_cluster(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """(M, k) indices into ``x``, nearest first, via torch-cluster on Morton-sorted copies."""
+    import torch_cluster
+
+    both = torch.cat([x[:, :3], y[:, :3]])
+    lo, hi = both.min(0).values, both.max(0).values
+    ox, oy = morton_order(x, lo, hi), morton_order(y, lo, hi)
+    xs, ys = x[ox].contiguous(), y[oy].contiguous()
+    threads = torch.get_num_threads() if y.size(0) >= _PARALLEL_MIN_QUERIES else 1
+    chunks = list(ys.chunk(threads))
+
+    def run(chunk: torch.Tensor) -> torch.Tensor:
+        tgt, src = torch_cluster.knn(xs, chunk, k)
+        return src.view(chunk.size(0), k)  # exactly k per query, since k <= N
+
+    if len(chunks) == 1:
+        nbr_sorted = run(chunks[0])
+    else:
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            nbr_sorted = torch.cat(list(pool.map(run, chunks)))
+    nbr = torch.empty_like(nbr_sorted)
+    nbr[oy] = ox[nbr_sorted]  # back to the caller's indices and query order
+    return nbr
+
+
+def _neighbours(x, y, k, backend, chunk_elements) -> torch.Tensor:
+    if backend == "torch_cluster":
+        return _neighbours_torch_cluster(x, y, k)
+    return _neighbours_reference(x, y, k, chunk_elements)
+
+
+def _to_edge_index(nbr: torch.Tensor) -> torch.Tensor:
+    m, k = nbr.shape
+    return torch.stack([nbr.reshape(-1), torch.arange(m, device=nbr.device).repeat_interleave(k)])
 
 
 def knn(
@@ -69,14 +107,7 @@ def knn(
     k = min(int(k), x.size(0))
     if k < 1 or y.size(0) == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=x.device)
-    backend = resolve_backend(backend)
-    if backend == "torch_cluster":
-        import torch_cluster
-
-        tgt, src = torch_cluster.knn(x.contiguous(), y.contiguous(), k)
-    else:
-        tgt, src = _knn_reference(x, y, k, exclude_self=False, chunk_elements=chunk_elements)
-    return torch.stack([src, tgt])
+    return _to_edge_index(_neighbours(x, y, k, resolve_backend(backend), chunk_elements))
 
 
 def knn_graph(
@@ -89,7 +120,8 @@ def knn_graph(
         k: neighbours per node, capped at N-1 (N with ``loop=True``).
         loop: count the node itself among its neighbours.
     Returns:
-        edge_index (2, N*k), directed neighbour -> node.
+        edge_index (2, N*k), directed neighbour -> node. Exactly k per node, also when points
+        coincide (the node itself is removed, or else its farthest candidate).
     """
     _check(pos, "pos")
     n = pos.size(0)
@@ -97,12 +129,12 @@ def knn_graph(
     if k < 1:
         return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
     backend = resolve_backend(backend)
-    if backend == "torch_cluster":
-        import torch_cluster
-
-        return torch_cluster.knn_graph(pos.contiguous(), k, loop=loop, flow="source_to_target")
-    tgt, src = _knn_reference(pos, pos, k, exclude_self=not loop, chunk_elements=chunk_elements)
-    return torch.stack([src, tgt])
+    if loop:
+        return _to_edge_index(_neighbours(pos, pos, k, backend, chunk_elements))
+    nbr = _neighbours(pos, pos, k + 1, backend, chunk_elements)  # (N, k+1), usually self first
+    drop = nbr == torch.arange(n, device=pos.device)[:, None]
+    drop[:, -1] |= ~drop.any(1)  # self not found (duplicates): drop the farthest instead
+    return _to_edge_index(nbr[~drop].view(n, k))
 
 
 def radius(
@@ -115,23 +147,13 @@ def radius(
     chunk_elements: int = _CHUNK_ELEMENTS,
 ) -> torch.Tensor:
     """Bipartite radius search: for each ``y`` the points of ``x`` within Euclidean ``r`` (the
-    nearest ``max_num_neighbors`` of them). Returns edge_index (2, E), row 0 into ``x``."""
-    _check(x, "x")
-    _check(y, "y")
-    backend = resolve_backend(backend)
-    k = min(int(max_num_neighbors), x.size(0))
-    if k < 1 or y.size(0) == 0:
-        return torch.zeros(2, 0, dtype=torch.long, device=x.device)
-    if backend == "torch_cluster":
-        # torch-cluster's radius keeps the first max_num_neighbors found, not the nearest; take
-        # the k nearest and cut at r instead, so both backends agree exactly.
-        import torch_cluster
+    nearest ``max_num_neighbors`` of them). Returns edge_index (2, E), row 0 into ``x``.
 
-        tgt, src = torch_cluster.knn(x.contiguous(), y.contiguous(), k)
-    else:
-        tgt, src = _knn_reference(x, y, k, exclude_self=False, chunk_elements=chunk_elements)
-    keep = (x[src] - y[tgt]).norm(dim=-1) <= r
-    return torch.stack([src[keep], tgt[keep]])
+    torch-cluster's own radius keeps the first ``max_num_neighbors`` it finds, not the nearest;
+    here both backends take the nearest candidates and cut at ``r``, so they agree exactly."""
+    ei = knn(x, y, max_num_neighbors, backend=backend, chunk_elements=chunk_elements)
+    keep = (x[ei[0]] - y[ei[1]]).norm(dim=-1) <= r
+    return ei[:, keep]
 
 
 def radius_graph(

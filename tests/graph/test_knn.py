@@ -88,3 +88,23 @@ def test_bad_inputs_are_refused():
         station_knn_graph(np.zeros((3, 3)), 1)
     with pytest.raises(ValueError, match="latitude must be"):
         station_knn_graph([[91.0, 0.0], [0.0, 0.0]], 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_coincident_points_still_give_k_neighbours_without_self(backend):
+    pos = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    ei = knn_graph(pos, 2, backend=backend)
+    assert ei.size(1) == 10 and not (ei[0] == ei[1]).any()
+    assert neighbour_sets(ei, 5)[:3] == [{1, 2}, {0, 2}, {0, 1}]
+
+
+def test_morton_order_is_a_permutation_that_groups_neighbours():
+    from stgraph.graph.locality import morton_order
+
+    g = torch.Generator().manual_seed(0)
+    pos = torch.rand(5000, 3, generator=g)
+    order = morton_order(pos)
+    assert torch.equal(order.sort().values, torch.arange(5000))
+    step = (pos[order][1:] - pos[order][:-1]).norm(dim=1).mean()
+    assert step < 0.2 * (pos[1:] - pos[:-1]).norm(dim=1).mean()  # consecutive points are close
+    assert torch.equal(morton_order(pos[:, :2]).sort().values, torch.arange(5000))  # 2-D works too
