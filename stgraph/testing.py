@@ -56,7 +56,7 @@ def synthetic_stations(
     coef = lfilter([1.0], [1.0, -rho], shocks, axis=0)  # AR(1): a_t = rho a_{t-1} + e_t
     times = pd.date_range(start, periods=num_steps, freq=freq)
     hour = (times.hour + times.minute / 60).to_numpy(np.float64)
-    weekend = np.asarray(times.weekday >= 5, dtype=np.float64)
+    weekend = np.asarray(times.day_of_week >= 5, dtype=np.float64)
     phase = 0.5 * xy[:, 0] / length_scale_km
     base = (
         50 + 15 * np.sin(2 * np.pi * hour[:, None] / 24 + phase[None]) + 6 * weekend[:, None] + 20 * coef @ basis.T

@@ -18,7 +18,7 @@ def cyclic_time_encoding(times: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
     """
     t = pd.DatetimeIndex(times)
     hour = (t.hour + t.minute / 60.0).to_numpy(np.float64) / 24.0
-    weekday = t.weekday.to_numpy(np.float64) / 7.0
+    weekday = t.day_of_week.to_numpy(np.float64) / 7.0
     month = (t.month.to_numpy(np.float64) - 1.0) / 12.0
     phases = 2.0 * np.pi * np.stack([hour, weekday, month], axis=1)  # (T, 3)
     out = np.empty((len(t), 6), dtype=np.float32)

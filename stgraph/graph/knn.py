@@ -13,6 +13,7 @@ releases the GIL; each thread builds its own tree). See benchmarks/results/knn.m
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -22,7 +23,7 @@ from stgraph.graph.locality import morton_order
 
 BACKENDS = ("torch_cluster", "torch")
 _CHUNK_ELEMENTS = 1 << 24  # reference backend: at most 16 M distances (64 MB float32) at once
-_PARALLEL_MIN_QUERIES = 16_384  # below this, one thread is as fast
+_PARALLEL_MIN_QUERIES = 1_024  # below this, one thread is as fast
 
 
 def default_backend() -> str:
@@ -55,6 +56,12 @@ def _neighbours_reference(x: torch.Tensor, y: torch.Tensor, k: int, chunk_elemen
     return torch.cat(out)
 
 
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size: starting threads on every call costs more than small queries."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="stgraph-knn")
+
+
 def _neighbours_torch_cluster(x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """(M, k) indices into ``x``, nearest first, via torch-cluster on Morton-sorted copies."""
     import torch_cluster
@@ -73,8 +80,7 @@ def _neighbours_torch_cluster(x: torch.Tensor, y: torch.Tensor, k: int) -> torch
     if len(chunks) == 1:
         nbr_sorted = run(chunks[0])
     else:
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            nbr_sorted = torch.cat(list(pool.map(run, chunks)))
+        nbr_sorted = torch.cat(list(_pool(len(chunks)).map(run, chunks)))
     nbr = torch.empty_like(nbr_sorted)
     nbr[oy] = ox[nbr_sorted]  # back to the caller's indices and query order
     return nbr
@@ -92,22 +98,57 @@ def _to_edge_index(nbr: torch.Tensor) -> torch.Tensor:
 
 
 def knn(
-    x: torch.Tensor, y: torch.Tensor, k: int, *, backend: str | None = None, chunk_elements: int = _CHUNK_ELEMENTS
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    *,
+    batch_x: torch.Tensor | None = None,
+    batch_y: torch.Tensor | None = None,
+    backend: str | None = None,
+    chunk_elements: int = _CHUNK_ELEMENTS,
 ) -> torch.Tensor:
     """Bipartite kNN: for every point of ``y`` its ``k`` nearest points of ``x``.
 
     Args:
         x: (N, D) source points (e.g. training stations); y: (M, D) queries (hidden stations,
            grid points). ``k`` is capped at N.
+        batch_x, batch_y: optional (N,) and (M,) sorted example indices: neighbours are searched
+           within the same example only (as in PyG); an example with fewer than k sources gives
+           its queries fewer edges.
     Returns:
-        edge_index (2, M*k): row 0 indexes ``x`` (source), row 1 indexes ``y`` (target).
+        edge_index (2, E): row 0 indexes ``x`` (source), row 1 indexes ``y`` (target); E = M*k
+        without batches.
     """
     _check(x, "x")
     _check(y, "y")
     k = min(int(k), x.size(0))
     if k < 1 or y.size(0) == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=x.device)
-    return _to_edge_index(_neighbours(x, y, k, resolve_backend(backend), chunk_elements))
+    backend = resolve_backend(backend)
+    if batch_x is None and batch_y is None:
+        return _to_edge_index(_neighbours(x, y, k, backend, chunk_elements))
+    if batch_x is None or batch_y is None or batch_x.numel() != x.size(0) or batch_y.numel() != y.size(0):
+        raise ValueError("give both batch_x (N,) and batch_y (M,), one entry per point")
+    if backend == "torch_cluster":
+        import torch_cluster
+
+        tgt, src = torch_cluster.knn(x.contiguous(), y.contiguous(), k, batch_x, batch_y)
+        return torch.stack([src, tgt])
+    return _batched_reference(x, y, k, batch_x, batch_y, chunk_elements)
+
+
+def _batched_reference(x, y, k, batch_x, batch_y, chunk_elements) -> torch.Tensor:
+    """Brute force with cross-example distances set to infinity, then dropped."""
+    rows = max(1, chunk_elements // max(x.size(0), 1))
+    src, tgt = [], []
+    for lo in range(0, y.size(0), rows):  # chunks of queries, each one vectorised block
+        d = torch.cdist(y[lo : lo + rows], x, compute_mode="donot_use_mm_for_euclid_dist")
+        d = d.masked_fill(batch_y[lo : lo + rows, None] != batch_x[None, :], float("inf"))
+        dist, idx = d.topk(k, dim=1, largest=False)
+        keep = torch.isfinite(dist)
+        src.append(idx[keep])
+        tgt.append((torch.arange(idx.size(0), device=x.device)[:, None] + lo).expand_as(idx)[keep])
+    return torch.stack([torch.cat(src), torch.cat(tgt)])
 
 
 def knn_graph(

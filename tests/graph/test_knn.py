@@ -108,3 +108,17 @@ def test_morton_order_is_a_permutation_that_groups_neighbours():
     step = (pos[order][1:] - pos[order][:-1]).norm(dim=1).mean()
     assert step < 0.2 * (pos[1:] - pos[:-1]).norm(dim=1).mean()  # consecutive points are close
     assert torch.equal(morton_order(pos[:, :2]).sort().values, torch.arange(5000))  # 2-D works too
+
+
+def test_batched_knn_stays_within_examples_and_backends_agree():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(60, 4, generator=g), torch.randn(30, 4, generator=g)
+    bx = torch.arange(3).repeat_interleave(torch.tensor([25, 30, 5]))  # example 2 has only 5 sources
+    by = torch.arange(3).repeat_interleave(10)
+    a, b = (knn(x, y, 8, batch_x=bx, batch_y=by, backend=be) for be in BACKENDS)
+    assert neighbour_sets(a, 30) == neighbour_sets(b, 30)
+    assert (bx[a[0]] == by[a[1]]).all()
+    counts = torch.bincount(a[1], minlength=30)
+    assert counts[:20].eq(8).all() and counts[20:].eq(5).all()
+    with pytest.raises(ValueError, match="batch_x"):
+        knn(x, y, 3, batch_x=bx)
