@@ -171,8 +171,8 @@ def write_markdown(rows: list[dict], mach: dict, args) -> None:
         "",
         "Points: float32 xyz on the unit sphere (how stgraph finds great-circle neighbours); cKDTree gets "
         "float64 (its only dtype) and queries k+1 to drop each point itself. Time: median of 5 (N ≤ 10⁴), "
-        "3 (10⁵; 1 for the O(N²) reference) or 1 (10⁶) calls after one warm-up. Peak memory: growth of the process's max RSS during "
-        "the calls, beyond the points themselves.",
+        "3 (10⁵; 1 for the O(N²) reference) or 1 (10⁶) calls after one warm-up. "
+        "Peak memory: growth of the process's max RSS during the calls, beyond the points themselves.",
         "",
         "| geometry | N | backend | time (s) | peak extra memory (MB) | edges |",
         "|---|---:|---|---:|---:|---:|",

@@ -1,4 +1,4 @@
-"""Command line: ``stgraph datasets list|info NAME`` and ``stgraph summary``."""
+"""Command line: ``stgraph train|evaluate``, ``stgraph datasets list|info NAME``, ``stgraph summary``."""
 
 from __future__ import annotations
 
@@ -47,9 +47,47 @@ def _summary(args) -> int:
     return 0
 
 
+def _print_metrics(metrics: dict) -> None:
+    test = metrics["test"]
+    for group in ("hidden", "visible"):
+        o = test[group]["overall"]
+        line = f"{group:8s} ({test['unit']}) MAE {o['mae']:.3f}  RMSE {o['rmse']:.3f}  R2 {o['r2']:.3f}  n={o['count']}"
+        at = test[group].get("at_steps") or {}
+        line += "".join(f"  | step {s}: MAE {m['mae']:.3f}" for s, m in at.items())
+        print(line)
+
+
+def _train(args) -> int:
+    from stgraph.engine.config import load_config
+    from stgraph.engine.run import run_experiment
+
+    cfg = load_config(args.config, args.set)
+    run, metrics = run_experiment(cfg, args.out, name=args.name, progress=not args.quiet)
+    print(f"run folder {run.path}")
+    _print_metrics(metrics)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from stgraph.engine.run import evaluate_run
+
+    _print_metrics(evaluate_run(args.run_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stgraph", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train and evaluate one experiment config (resumes a crashed run)")
+    t.add_argument("config", help="YAML experiment config (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=3e-4")
+    t.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
+    t.add_argument("--name", help="run folder name (default: the config's name)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("evaluate", help="re-evaluate a run folder from its config and best checkpoint")
+    e.add_argument("run_dir")
+    e.set_defaults(func=_evaluate)
     d = sub.add_parser("datasets", help="list the built-in datasets or show one's card")
     d.add_argument("action", choices=["list", "info"])
     d.add_argument("name", nargs="?")

@@ -51,3 +51,29 @@ def test_bad_file_is_one_clear_error(tmp_path, capsys):
     assert main(["summary", "--long", str(tmp_path / "m.csv"), "--stations", str(tmp_path / "st.csv")]) == 1
     err = capsys.readouterr().err
     assert "m.csv" in err and "line 2" in err and "'time'" in err
+
+
+def test_train_and_evaluate_on_a_real_slice(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        "name: cli\n"
+        "data: {dataset: uci-beijing-12, input_channels: [PM2.5, NO2, TEMP], start: '2014-01-01', end: '2014-02-15',"
+        " task: krige, window: 12}\n"
+        "split: {method: kfold, n_folds: 4, fold: 0}\n"
+        "model: {name: aqnet, hparams: {hidden_channels: 8, num_layers: 1, heads: 2, k: 4}}\n"
+        "train: {epochs: 3, batch_size: 8, max_train_windows: 16, max_eval_windows: 8}\n"
+    )
+    assert main(["train", str(cfg), "--set", "train.epochs=1", "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    run = tmp_path / "runs" / "cli"
+    for f in ("config.yaml", "split.json", "env.json", "metrics.json", "predictions.npz", "best.pt", "last.pt"):
+        assert (run / f).exists(), f
+    assert "epochs: 1" in (run / "config.yaml").read_text()
+    env = json.loads((run / "env.json").read_text())
+    assert env["knn_backend"] == "torch_cluster" and len(env["git_commit"] or "x" * 40) == 40
+    first = json.loads((run / "metrics.json").read_text())["test"]["hidden"]["overall"]
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    again = json.loads((run / "metrics.json").read_text())["test"]["hidden"]["overall"]
+    assert again == first and "hidden" in capsys.readouterr().out
+    assert main(["train", str(cfg), "--set", "train.lrr=1"]) == 1
+    assert "train.lrr" in capsys.readouterr().err

@@ -1,0 +1,445 @@
+"""Experiment configuration: small typed dataclasses loaded from YAML and validated strictly.
+
+Every key is checked against the dataclass fields, so a typo (``train.lrr``) or a wrong type
+(``train.epochs: "ten"``) fails at load time with the file, the dotted key and what was expected.
+Sizes (number of stations, channels, time steps) come from the data, never from YAML. Overrides of
+the form ``a.b=value`` are parsed as YAML and validated the same way; under ``model.hparams`` any
+key may be set, because the model validates its own hyper-parameters.
+
+The YAML dialect differs from PyYAML's defaults in two places, both so values mean what they look
+like: ``1e-3`` is a float (not the string ``"1e-3"``) and ``2014-01-01`` stays a string (not a
+``datetime.date``). There is no arithmetic or interpolation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "SplitConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration. The message names the source file, the dotted key and what was expected."""
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, which channels and which windows.
+
+    Args:
+        dataset: Registered dataset name (see ``stgraph.list_datasets``).
+        data_dir: Folder to read the dataset from; None = the loader's default search path.
+        input_channels: Channels fed to the model; None = all channels.
+        target_channels: Channels predicted and scored.
+        start: Optional start of a time slice (anything pandas parses).
+        end: Optional end of a time slice.
+        task: ``"forecast"`` or ``"krige"`` (for krige the engine uses horizon = window).
+        window: Input window length in time steps.
+        horizon: Forecast horizon in time steps.
+        stride: Step between consecutive window starts.
+        eval_steps: 1-based horizon steps to report separately.
+        daily: Score on daily means instead of raw steps.
+        eval_days: Days (1-based) to report separately when ``daily`` is set.
+    """
+
+    dataset: str = "uci-beijing-12"
+    data_dir: str | None = None
+    input_channels: list[str] | None = None
+    target_channels: list[str] = field(default_factory=lambda: ["PM2.5"])
+    start: str | None = None
+    end: str | None = None
+    task: Literal["forecast", "krige"] = "forecast"
+    window: int = 24
+    horizon: int = 24
+    stride: int = 1
+    eval_steps: list[int] = field(default_factory=lambda: [6, 12, 24])
+    daily: bool = False
+    eval_days: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SplitConfig:
+    """How stations (and time) are split into train / val / test.
+
+    Args:
+        method: One of ``kfold``, ``spatial_kfold``, ``random``, ``spatial_block``, ``explicit``, ``loso``.
+        n_folds: Number of folds for the fold-based methods.
+        fold: Which fold is the test fold (0-based).
+        val: Validation stations: a count (>= 1) or a fraction of the non-test stations.
+        test: Test stations: a count or a fraction (methods that do not use folds).
+        seed: Seed of the station shuffle.
+        test_stations: Station ids for ``explicit`` (and the held-out station for ``loso``).
+        val_stations: Station ids for ``explicit``.
+        time_val: Fraction of time steps used for validation.
+        time_test: Fraction of time steps used for testing.
+        time_gap: Steps dropped between time blocks; None = window + horizon.
+        test_months: Non-empty: month-based time split, these months (1-12) are test.
+    """
+
+    method: Literal["kfold", "spatial_kfold", "random", "spatial_block", "explicit", "loso"] = "kfold"
+    n_folds: int = 4
+    fold: int = 0
+    val: float = 1
+    test: float = 0.25
+    seed: int = 0
+    test_stations: list[str] = field(default_factory=list)
+    val_stations: list[str] = field(default_factory=list)
+    time_val: float = 0.1
+    time_test: float = 0.2
+    time_gap: int | None = None
+    test_months: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ModelConfig:
+    """Which model and its hyper-parameters.
+
+    Args:
+        name: Registered model name.
+        hparams: Free-form hyper-parameters; the model validates them.
+    """
+
+    name: str = "aqnet"
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Args:
+        epochs: Maximum number of epochs.
+        batch_size: Windows per batch.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        grad_clip: Gradient-norm clip (0 = none).
+        patience: Epochs without validation improvement before stopping.
+        seed: Seed of initialisation and batch order.
+        max_train_windows: Subsample this many training windows per epoch; None = all.
+        max_eval_windows: Evaluate on at most this many windows; None = all.
+        hide_fraction: Fraction of visible training stations hidden per batch.
+        src_loss_weight: Weight of the loss on the visible (source) stations.
+        num_threads: ``torch.set_num_threads``; None = torch's default.
+        checkpoint_every: Save ``last.pt`` every this many epochs.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    patience: int = 5
+    seed: int = 0
+    max_train_windows: int | None = None
+    max_eval_windows: int | None = None
+    hide_fraction: float = 0.25
+    src_loss_weight: float = 1.0
+    num_threads: int | None = None
+    checkpoint_every: int = 1
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: data, split, model and training.
+
+    Args:
+        name: Experiment name (used for the run folder).
+        data: Data settings.
+        split: Split settings.
+        model: Model settings.
+        train: Training settings.
+    """
+
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --- YAML dialect -------------------------------------------------------------------------------
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+# YAML 1.2 floats: unlike PyYAML's YAML 1.1 resolver, ``1e-3`` (no dot) is a float.
+_FLOAT_RE = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader: exponent floats without a dot are floats; dates stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag not in (_FLOAT_TAG, _TIMESTAMP_TAG)]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe dumper that quotes every string the loader would read back as something else."""
+
+
+_Dumper.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, list("-+0123456789."))
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    """Lists of scalars on one line (``[6, 12, 24]``), everything else in block style."""
+    flow = all(not isinstance(x, (list, tuple, dict)) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # _Loader derives from SafeLoader
+
+
+# --- generic validation -------------------------------------------------------------------------
+
+
+def _join(prefix: str, name: object) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _is_union(hint: Any) -> bool:
+    return get_origin(hint) in (Union, types.UnionType)
+
+
+def _is_free_dict(hint: Any) -> bool:
+    return hint is dict or get_origin(hint) is dict
+
+
+def _describe(hint: Any) -> str:
+    """Human wording of a type annotation, e.g. ``int or null``, ``list of str``."""
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    if _is_union(hint):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in get_args(hint))
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) is list:
+        return f"list of {_describe(get_args(hint)[0])}"
+    if _is_free_dict(hint):
+        return "a mapping"
+    if hint is float:
+        return "float"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _got(value: Any) -> str:
+    if value is None:
+        return "null"
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{type(value).__name__} {shown}"
+
+
+def _check(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Validate ``value`` against the annotation ``hint`` and return the converted value.
+
+    Args:
+        value: Raw value from YAML or a dict.
+        hint: Resolved type annotation (a config dataclass, a union, ``list[...]``, a scalar type ...).
+        key: Dotted key path of ``value``, for error messages (``""`` at the top level).
+        source: Where the value came from (a file name), for error messages.
+    """
+    where = key or "<top level>"
+
+    def fail() -> ConfigError:
+        return ConfigError(f"{source}: {where}: expected {_describe(hint)}, got {_got(value)}")
+
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise fail()
+        hints = get_type_hints(hint)
+        names = [f.name for f in dataclasses.fields(hint)]
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            keys = ", ".join(repr(_join(key, k)) for k in unknown)
+            raise ConfigError(f"{source}: unknown key {keys}; allowed keys under {where}: {', '.join(names)}")
+        return hint(**{k: _check(v, hints[k], _join(key, k), source) for k, v in value.items()})
+    if _is_union(hint):
+        if value is None and type(None) in get_args(hint):
+            return None
+        for arg in get_args(hint):
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, key, source)
+            except ConfigError:
+                pass
+        raise fail()
+    if hint is Any:
+        return value
+    if get_origin(hint) is Literal:
+        if isinstance(value, bool) or value not in get_args(hint):
+            raise fail()
+        return value
+    if get_origin(hint) is list:
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        (item,) = get_args(hint)
+        return [_check(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if _is_free_dict(hint):
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise fail()
+        args = get_args(hint)
+        value_hint = args[1] if args else Any
+        return {k: _check(v, value_hint, _join(key, k), source) for k, v in value.items()}
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        raise TypeError(f"config annotation {hint!r} at {where} is not supported by the validator")
+    if not ok:
+        raise fail()
+    return value
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+
+def config_from_dict(d: Mapping[str, Any] | None, *, source: str = "<dict>") -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a nested mapping.
+
+    Missing keys take their defaults; unknown keys and wrong types raise :class:`ConfigError`.
+
+    Args:
+        d: Nested mapping as read from YAML; None means all defaults.
+        source: Name of where ``d`` came from, used in error messages.
+    """
+    return _check({} if d is None else d, ExperimentConfig, "", source)
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain nested dicts and lists (a deep copy).
+
+    Args:
+        cfg: Configuration to convert.
+    """
+    return dataclasses.asdict(cfg)
+
+
+def _override_target(parts: list[str], source: str) -> Any:
+    """Check an override key path against the schema; return the annotation at its end.
+
+    Under a free-form dict (``model.hparams``) any nested key is allowed and ``Any`` is returned.
+    """
+    hint: Any = ExperimentConfig
+    for i, part in enumerate(parts):
+        key, parent = ".".join(parts[: i + 1]), ".".join(parts[:i]) or "<top level>"
+        if dataclasses.is_dataclass(hint):
+            hints = get_type_hints(hint)
+            if part not in hints:
+                raise ConfigError(f"{source}: unknown key {key!r}; allowed keys under {parent}: {', '.join(hints)}")
+            hint = hints[part]
+        elif _is_free_dict(hint):
+            return Any
+        else:
+            raise ConfigError(f"{source}: {parent} is {_describe(hint)}, it has no key {part!r} (in {key!r})")
+    return hint
+
+
+def _apply_override(d: dict[str, Any], override: str, source: str) -> None:
+    path, eq, text = override.partition("=")
+    parts = path.strip().split(".")
+    if not eq or not all(p.strip() for p in parts):
+        raise ConfigError(f"{source}: override {override!r} must look like KEY=VALUE, e.g. train.lr=3e-4")
+    parts = [p.strip() for p in parts]
+    try:
+        value = _parse_yaml(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: value of override {override!r} is not valid YAML: {e}") from None
+    hint = _override_target(parts, source)
+    node = d
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])} is {_got(nxt)}, it has no key {parts[i + 1]!r}")
+        node = nxt
+    last = parts[-1]
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        node[last].update(value)  # a whole section: merge, unnamed keys keep their values
+    else:
+        node[last] = value
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment config from YAML, validate it, then apply ``KEY=VALUE`` overrides.
+
+    Args:
+        path: YAML file. An empty file means all defaults.
+        overrides: Strings like ``train.lr=3e-4``, ``data.eval_steps=[6,12]`` or ``model.hparams.k=10``;
+            the value is parsed as YAML and validated like the file.
+
+    Raises:
+        ConfigError: (a ValueError) naming the file, the dotted key and what was expected.
+    """
+    path = Path(path)
+    try:
+        raw = _parse_yaml(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    cfg = config_from_dict(raw, source=str(path))
+    for override in overrides or []:
+        source = f"{path} (override {override!r})"
+        d = config_to_dict(cfg)
+        _apply_override(d, override, source)
+        cfg = config_from_dict(d, source=source)
+    return cfg
+
+
+def save_config(cfg: ExperimentConfig, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config (every key, defaults included) as YAML; returns the path.
+
+    The file is written to a temporary name in the same folder and then renamed, so it is never
+    half-written. ``load_config(save_config(cfg, p)) == cfg``.
+
+    Args:
+        cfg: Configuration to write.
+        path: Destination file; its folder must exist.
+    """
+    path = Path(path)
+    text = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text("# stgraph experiment config (resolved)\n" + text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

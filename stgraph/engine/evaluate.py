@@ -1,0 +1,64 @@
+"""Predict a period and score hidden stations in original units (visible ones separately)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stgraph.engine.experiment import Experiment
+from stgraph.engine.metrics import daily_means, summarize_metrics
+from stgraph.models.base import StationModel
+
+
+@torch.no_grad()
+def predict(model: StationModel, exp: Experiment, period: str = "test", role: str = "test") -> dict[str, np.ndarray]:
+    """Predictions over every window of ``period``: ``role`` stations hidden, train-role visible.
+
+    Returns arrays in original units: ``pred``/``true``/``mask`` (B, H, N_role, C_out) for the
+    hidden stations, ``pred_visible``/``true_visible``/``mask_visible`` for the train-role ones,
+    ``start`` (B,) window starts and the station ids of both groups.
+    """
+    model.eval()
+    inputs, truth = exp.eval_windows(period, exp.cfg.train.max_eval_windows)
+    src = exp.split.indices(exp.data, "train")
+    tgt = exp.split.indices(exp.data, role)
+    mean = torch.as_tensor(exp.train.scaler.mean[exp.targets], dtype=torch.float32)
+    std = torch.as_tensor(exp.train.scaler.std[exp.targets], dtype=torch.float32)
+    out = {k: [] for k in ("pred", "true", "mask", "pred_visible", "true_visible", "mask_visible", "start")}
+    bs = exp.cfg.train.batch_size * 4
+    for idx in torch.arange(len(inputs)).split(bs):
+        w, wt = inputs[idx], truth[idx]
+        pred = model(exp.batch(w, src, tgt))
+        y, m, _ = exp.out_window(wt)
+        out["pred"].append(pred.tgt * std + mean)
+        out["true"].append(y[:, :, tgt])
+        out["mask"].append(m[:, :, tgt])
+        out["pred_visible"].append(pred.src * std + mean)
+        out["true_visible"].append(y[:, :, src])
+        out["mask_visible"].append(m[:, :, src])
+        out["start"].append(w.start)
+    arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
+    arrays["stations"] = np.array([exp.data.station_ids[i] for i in tgt])
+    arrays["stations_visible"] = np.array([exp.data.station_ids[i] for i in src])
+    return arrays
+
+
+def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
+    """Metrics of hidden and visible stations (hourly steps, or daily means for long horizons)."""
+    dc = exp.cfg.data
+    result = {}
+    for group, suffix in (("hidden", ""), ("visible", "_visible")):
+        pred, true = torch.as_tensor(arrays["pred" + suffix]), torch.as_tensor(arrays["true" + suffix])
+        mask = torch.as_tensor(arrays["mask" + suffix])
+        if dc.daily:
+            pred, _ = daily_means(pred, mask)
+            true, mask = daily_means(true, mask)
+            steps = dc.eval_days or None
+        else:
+            steps = [s for s in dc.eval_steps if s <= pred.shape[1]] or None
+        summary = summarize_metrics(pred, true, mask, steps=steps)
+        ids = arrays["stations" + suffix].tolist()
+        summary["per_station"] = dict(zip(ids, summary["per_station"], strict=True))
+        result[group] = summary
+    result["unit"] = "daily mean" if dc.daily else "hourly"
+    return result

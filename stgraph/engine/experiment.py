@@ -1,0 +1,194 @@
+"""Everything an experiment needs before a model exists: data, roles, periods, scaler, windows.
+
+Leak-free by construction: the scaler sees train-role stations in the train period; training
+windows hold train-role stations only; evaluation feeds the model train-role stations as visible
+inputs and scores the hidden (val or test) stations in original units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stgraph.data.pipeline import TrainingInputs, build_training_inputs
+from stgraph.data.splits import (
+    StationSplit,
+    explicit_split,
+    kfold_station_splits,
+    leave_one_station_out,
+    random_station_split,
+    spatial_block_split,
+)
+from stgraph.data.station_data import StationData
+from stgraph.data.time_splits import TimeSplit, chronological_time_split, month_time_split
+from stgraph.data.windows import WindowDataset, Windows, window_starts
+from stgraph.datasets import load_dataset
+from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
+from stgraph.graph.knn import default_backend
+from stgraph.models.base import DataSizes, GraphBatch
+
+
+def make_station_split(data: StationData, cfg: SplitConfig) -> StationSplit:
+    m = cfg.method
+    if m in ("kfold", "spatial_kfold"):
+        folds = kfold_station_splits(data, cfg.n_folds, val=cfg.val, seed=cfg.seed, spatial=m == "spatial_kfold")
+        if not 0 <= cfg.fold < len(folds):
+            raise ValueError(f"split.fold={cfg.fold} is out of range for {len(folds)} folds")
+        return folds[cfg.fold]
+    if m == "loso":
+        return leave_one_station_out(data, val=cfg.val, seed=cfg.seed)[cfg.fold]
+    if m == "random":
+        return random_station_split(data, test=cfg.test, val=cfg.val, seed=cfg.seed)
+    if m == "spatial_block":
+        return spatial_block_split(data, test=cfg.test, val=cfg.val, seed=cfg.seed)
+    if m == "explicit":
+        return explicit_split(data, test=cfg.test_stations, val=cfg.val_stations)
+    raise ValueError(f"unknown split.method '{m}'")
+
+
+def make_time_split(data: StationData, cfg: SplitConfig, span: int) -> TimeSplit:
+    gap = span if cfg.time_gap is None else cfg.time_gap
+    if cfg.test_months:
+        return month_time_split(data.times, test_months=cfg.test_months, val_fraction=cfg.time_val, gap=gap)
+    return chronological_time_split(data.num_steps, val=cfg.time_val, test=cfg.time_test, gap=gap)
+
+
+def load_experiment_data(cfg: DataConfig) -> StationData:
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    if cfg.start or cfg.end:
+        data = data.select_times(cfg.start, cfg.end)
+    return data
+
+
+@dataclass
+class Experiment:
+    """Attributes:
+    data: the dataset (original units). split: station roles. periods: time periods.
+    channels: input channel indices into data; targets: indices of target channels among them.
+    sizes: what the model is built with. train: leak-free training inputs.
+    scaled: (T, N, C_in) standardised inputs for evaluation windows.
+    """
+
+    cfg: ExperimentConfig
+    data: StationData
+    split: StationSplit
+    periods: TimeSplit
+    channels: np.ndarray
+    targets: np.ndarray
+    sizes: DataSizes
+    train: TrainingInputs
+    knn_backend: str
+
+    @property
+    def aligned(self) -> bool:
+        return self.cfg.data.task == "krige"
+
+    def pos(self, nodes) -> torch.Tensor:
+        return torch.as_tensor(self.data.latlon[np.asarray(nodes)], dtype=torch.float32)
+
+    def out_window(self, w: Windows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Target values, mask and time encodings of a window batch's output steps."""
+        if self.aligned:
+            return w.x[..., self.targets], w.x_mask[..., self.targets], w.x_time
+        return w.y[..., self.targets], w.y_mask[..., self.targets], w.y_time
+
+    def eval_windows(self, period: str, max_windows: int | None = None) -> tuple[WindowDataset, WindowDataset]:
+        """(inputs standardised, truth in original units) over all stations in one period."""
+        starts = window_starts(self.periods.period(period), self.cfg.data.window, self._horizon, self.cfg.data.stride)
+        if max_windows is not None and len(starts) > max_windows:  # evenly spaced, deterministic
+            starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
+        vals = self.data.values[:, :, self.channels]
+        mask = self.data.mask[:, :, self.channels]
+        scaled = self.train.scaler.transform(vals)
+        w, h = self.cfg.data.window, self._horizon
+        return (
+            WindowDataset(scaled, mask, self.data.times, starts, w, h),
+            WindowDataset(vals, mask, self.data.times, starts, w, h),
+        )
+
+    @property
+    def _horizon(self) -> int:
+        return 0 if self.aligned else self.cfg.data.horizon
+
+    def batch(self, w: Windows, src: np.ndarray, tgt: np.ndarray, nodes: np.ndarray | None = None) -> GraphBatch:
+        """A model batch with ``src`` visible and ``tgt`` as targets; ``src``/``tgt`` index the
+        columns of ``w`` and ``nodes`` maps those columns to dataset nodes (default: identity)."""
+        nodes = np.arange(w.x.size(2)) if nodes is None else nodes
+        _, _, y_time = self.out_window(w)
+        s = torch.as_tensor(src)
+        return GraphBatch(
+            x=w.x[:, :, s],
+            x_mask=w.x_mask[:, :, s],
+            x_time=w.x_time,
+            y_time=y_time,
+            pos_src=self.pos(nodes[src]),
+            pos_tgt=self.pos(nodes[tgt]),
+        )
+
+
+def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -> Experiment:
+    """Load (or take) the data and build roles, periods, scaler, windows and sizes."""
+    dc = cfg.data
+    if dc.task not in ("forecast", "krige"):
+        raise ValueError(f"data.task must be 'forecast' or 'krige', got '{dc.task}'")
+    data = load_experiment_data(dc) if data is None else data
+    names = list(dc.input_channels or data.channels)
+    channels = np.array([data.channel_index(c) for c in names])
+    missing = [c for c in dc.target_channels if c not in names]
+    if missing:
+        raise ValueError(f"data.target_channels {missing} must be among the input channels {names}")
+    targets = np.array([names.index(c) for c in dc.target_channels])
+    horizon = dc.window if dc.task == "krige" else dc.horizon
+    split = make_station_split(data, cfg.split)
+    periods = make_time_split(data, cfg.split, dc.window + (0 if dc.task == "krige" else horizon))
+    view = (
+        data
+        if len(channels) == data.num_channels and (channels == np.arange(data.num_channels)).all()
+        else _select_channels(data, channels)
+    )
+    backend = default_backend()
+    train = build_training_inputs(
+        view,
+        split,
+        periods,
+        window=dc.window,
+        horizon=0 if dc.task == "krige" else horizon,
+        k=min(4, max(1, len(split.train) - 1)),
+        stride=dc.stride,
+        backend=backend,
+    )
+    sizes = DataSizes(
+        in_channels=len(channels),
+        out_channels=len(targets),
+        target_channels=tuple(targets.tolist()),
+        window=dc.window,
+        horizon=horizon,
+    )
+    if len(train.windows) == 0:
+        raise ValueError(f"the train period holds no window of {dc.window}+{horizon} steps")
+    return Experiment(
+        cfg=cfg,
+        data=view,
+        split=split,
+        periods=periods,
+        channels=np.arange(len(channels)),
+        targets=targets,
+        sizes=sizes,
+        train=train,
+        knn_backend=backend,
+    )
+
+
+def _select_channels(data: StationData, channels: np.ndarray) -> StationData:
+    from dataclasses import replace
+
+    return replace(
+        data,
+        values=data.values[:, :, channels],
+        mask=data.mask[:, :, channels],
+        channels=tuple(data.channels[i] for i in channels),
+        units=tuple(data.units[i] for i in channels),
+        eval_mask=None if data.eval_mask is None else data.eval_mask[:, :, channels],
+    )

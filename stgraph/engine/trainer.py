@@ -1,0 +1,143 @@
+"""The training loop, readable top to bottom.
+
+One ``_step`` serves training and validation. Each training batch hides a random subset of the
+training stations and scores the model on them from the others (node masking), plus, weighted,
+on the visible stations themselves. Validation scores the val-role stations from the train-role
+ones. AdamW, gradient clipping, early stopping on validation MAE, ``best.pt`` on improvement,
+``last.pt`` after every epoch. Every epoch draws its shuffling and hiding from a generator seeded
+by (seed, epoch), and the global RNG state is checkpointed, so a run killed at any point and
+resumed from ``last.pt`` ends with the same weights as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from stgraph.engine.experiment import Experiment
+from stgraph.engine.runs import RunDir, atomic_torch_save
+from stgraph.models.base import StationModel
+
+
+def masked_mse(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(pred.dtype)
+    return ((pred - true) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _hide(n: int, fraction: float, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split n training stations into visible and hidden (at least one of each)."""
+    n_hide = min(max(1, round(fraction * n)), n - 1)
+    perm = torch.randperm(n, generator=gen).numpy()
+    return np.sort(perm[n_hide:]), np.sort(perm[:n_hide])
+
+
+def _step(model: StationModel, exp: Experiment, w, src, tgt, nodes, src_weight: float):
+    """Loss of one batch (standardised units) and the number of scored target cells."""
+    batch = exp.batch(w, src, tgt, nodes)
+    pred = model(batch)
+    y, y_mask, _ = exp.out_window(w)
+    loss = masked_mse(pred.tgt, y[:, :, tgt], y_mask[:, :, tgt])
+    if src_weight:
+        loss = loss + src_weight * masked_mse(pred.src, y[:, :, src], y_mask[:, :, src])
+    return loss, pred
+
+
+@torch.no_grad()
+def validate(model: StationModel, exp: Experiment) -> float:
+    """Mean absolute error (standardised units) at val-role stations, from train-role stations."""
+    model.eval()
+    inputs, _ = exp.eval_windows("val", exp.cfg.train.max_eval_windows)
+    src = exp.split.indices(exp.data, "train")
+    tgt = exp.split.indices(exp.data, "val")
+    if len(tgt) == 0 or len(inputs) == 0:
+        raise ValueError("validation needs val-role stations and a val period with at least one window")
+    err, count = 0.0, 0.0
+    for w in inputs.batches(exp.cfg.train.batch_size * 4):
+        pred = model(exp.batch(w, src, tgt))
+        y, m, _ = exp.out_window(w)
+        m = m[:, :, tgt].float()
+        err += float(((pred.tgt - y[:, :, tgt]).abs() * m).sum())
+        count += float(m.sum())
+    return err / max(count, 1.0)
+
+
+def train_model(
+    model: StationModel,
+    exp: Experiment,
+    run: RunDir,
+    *,
+    on_epoch_end: Callable[[int], None] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume training) ``model``; returns the training history summary."""
+    tc = exp.cfg.train
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    state = {"epoch": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0}
+    if run.last_path.exists():  # resume after a crash
+        ckpt = torch.load(run.last_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        state = ckpt["state"]
+        kept = [r for r in run.read_log() if r["epoch"] <= state["epoch"]]  # drop a crashed epoch's line
+        run.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    windows, nodes = exp.train.windows, exp.train.stations
+    limit = tc.max_train_windows
+    while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
+        epoch = state["epoch"]
+        gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
+        model.train()
+        order = torch.randperm(len(windows), generator=gen)[:limit]
+        t0, total, seen = time.perf_counter(), 0.0, 0
+        bar = tqdm(order.split(tc.batch_size), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not progress)
+        for idx in bar:
+            w = windows[idx]
+            src, tgt = _hide(len(nodes), tc.hide_fraction, gen)
+            loss, _ = _step(model, exp, w, src, tgt, nodes, tc.src_loss_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            total, seen = total + loss.item() * len(idx), seen + len(idx)
+            bar.set_postfix(loss=f"{total / seen:.4f}", win_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        train_time = time.perf_counter() - t0
+        val_mae = validate(model, exp)
+        improved = val_mae < state["best_val"]
+        state.update(epoch=epoch + 1, bad_epochs=0 if improved else state["bad_epochs"] + 1)
+        if improved:
+            state.update(best_val=val_mae, best_epoch=epoch + 1)
+            atomic_torch_save({"model": model.state_dict(), "epoch": epoch + 1, "val_mae": val_mae}, run.best_path)
+        atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "rng": torch.get_rng_state(),
+                "state": dict(state),
+            },
+            run.last_path,
+        )
+        run.append_log(
+            {
+                "epoch": epoch + 1,
+                "train_loss": total / max(seen, 1),
+                "val_mae_scaled": val_mae,
+                "epoch_seconds": train_time,
+                "windows_per_second": seen / max(train_time, 1e-9),
+                "improved": improved,
+            }
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+    log = run.read_log()
+    return {
+        **state,
+        "epochs_run": len(log),
+        "seconds_per_epoch": float(np.mean([r["epoch_seconds"] for r in log])) if log else 0.0,
+        "windows_per_second": float(np.mean([r["windows_per_second"] for r in log])) if log else 0.0,
+    }

@@ -1,0 +1,89 @@
+"""What every stgraph model sees and returns, so one engine trains and scores them all.
+
+A model gets the visible (source) stations' past and the positions of target stations, which
+have no history, and predicts both. The engine decides who is visible: during training it hides
+random training stations and scores the model on them; at evaluation the targets are the
+hidden val/test stations. Values are standardised (the engine's scaler); predictions too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class GraphBatch:
+    """One batch of model inputs.
+
+    Attributes:
+        x: (B, W, N_src, C_in) standardised inputs of the visible stations; 0 where unobserved.
+        x_mask: (B, W, N_src, C_in) bool, True where observed.
+        x_time: (B, W, 6) cyclic encodings of the input steps (see ``stgraph.data.encodings``).
+        y_time: (B, H, 6) cyclic encodings of the output steps (for ``krige``, equal to x_time).
+        pos_src: (N_src, 2) latitude/longitude in degrees of the visible stations.
+        pos_tgt: (N_tgt, 2) latitude/longitude of the target stations (N_tgt may be 0).
+        static_src: (N_src, S) static covariates or None; static_tgt: (N_tgt, S) or None.
+    """
+
+    x: torch.Tensor
+    x_mask: torch.Tensor
+    x_time: torch.Tensor
+    y_time: torch.Tensor
+    pos_src: torch.Tensor
+    pos_tgt: torch.Tensor
+    static_src: torch.Tensor | None = None
+    static_tgt: torch.Tensor | None = None
+
+
+@dataclass
+class Prediction:
+    """src: (B, H, N_src, C_out) at the visible stations; tgt: (B, H, N_tgt, C_out) at the targets."""
+
+    src: torch.Tensor
+    tgt: torch.Tensor
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """Sizes a model takes from the data (injected by the engine, never written in YAML).
+
+    Attributes:
+        in_channels: C_in, input channels per station and step.
+        out_channels: C_out, predicted channels.
+        target_channels: for each output channel, its index among the input channels.
+        window: W, input steps; horizon: H, output steps.
+        num_static: S, static covariates per station (0 if none).
+    """
+
+    in_channels: int
+    out_channels: int
+    target_channels: tuple[int, ...]
+    window: int
+    horizon: int
+    num_static: int = 0
+
+
+class StationModel(nn.Module):
+    """Base class. Subclasses take ``sizes: DataSizes`` plus typed hyperparameters, implement
+    ``forward(batch: GraphBatch) -> Prediction`` and ``reset_parameters()``. A model with no
+    parameters (IDW, persistence) sets ``trainable = False``; the engine then skips training.
+    ``learns_interpolation`` is False where predictions at targets are a fixed function of the
+    visible stations' predictions (no gradient flows through them)."""
+
+    trainable: bool = True
+    learns_interpolation: bool = True
+
+    def __init__(self, sizes: DataSizes):
+        super().__init__()
+        self.sizes = sizes
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def forward(self, batch: GraphBatch) -> Prediction:  # pragma: no cover - abstract
+        raise NotImplementedError
