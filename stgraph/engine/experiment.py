@@ -7,6 +7,7 @@ inputs and scores the hidden (val or test) stations in original units.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,17 +66,16 @@ def load_experiment_data(cfg: DataConfig) -> StationData:
 @dataclass
 class Experiment:
     """Attributes:
-    data: the dataset (original units). split: station roles. periods: time periods.
-    channels: input channel indices into data; targets: indices of target channels among them.
+    data: the dataset restricted to the input channels (original units).
+    split: station roles. periods: time periods.
+    targets: indices of the target channels among the input channels.
     sizes: what the model is built with. train: leak-free training inputs.
-    scaled: (T, N, C_in) standardised inputs for evaluation windows.
     """
 
     cfg: ExperimentConfig
     data: StationData
     split: StationSplit
     periods: TimeSplit
-    channels: np.ndarray
     targets: np.ndarray
     sizes: DataSizes
     train: TrainingInputs
@@ -99,14 +99,17 @@ class Experiment:
         starts = window_starts(self.periods.period(period), self.cfg.data.window, self._horizon, self.cfg.data.stride)
         if max_windows is not None and len(starts) > max_windows:  # evenly spaced, deterministic
             starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
-        vals = self.data.values[:, :, self.channels]
-        mask = self.data.mask[:, :, self.channels]
-        scaled = self.train.scaler.transform(vals)
         w, h = self.cfg.data.window, self._horizon
         return (
-            WindowDataset(scaled, mask, self.data.times, starts, w, h),
-            WindowDataset(vals, mask, self.data.times, starts, w, h),
+            WindowDataset(self.scaled, self.data.mask, self.data.times, starts, w, h),
+            WindowDataset(self.data.values, self.data.mask, self.data.times, starts, w, h),
         )
+
+    @functools.cached_property
+    def scaled(self) -> np.ndarray:
+        """(T, N, C_in) every station standardised with the training scaler, computed once; the
+        model only ever receives the visible stations' columns of it."""
+        return self.train.scaler.transform(self.data.values)
 
     @property
     def _horizon(self) -> int:
@@ -173,7 +176,6 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         data=view,
         split=split,
         periods=periods,
-        channels=np.arange(len(channels)),
         targets=targets,
         sizes=sizes,
         train=train,

@@ -96,3 +96,28 @@ def test_trained_model_never_sees_test_stations(tmp_path, uci12_slice):
     assert ma["test"]["visible"] == mb["test"]["visible"]
     assert not np.array_equal(pa["true"], pb["true"])  # only the hidden truth differs
     assert ma["test"]["hidden"]["overall"]["mae"] < 1e4 < mb["test"]["hidden"]["overall"]["mae"]
+
+
+def test_long_horizon_scores_daily_means(tmp_path):
+    data = synthetic_stations(num_nodes=8, num_steps=24 * 30, num_channels=1, seed=4)
+    cfg = config_from_dict(
+        {
+            "name": "daily",
+            "data": {
+                "target_channels": ["x0"],
+                "window": 48,
+                "horizon": 48,
+                "stride": 12,
+                "daily": True,
+                "eval_days": [1, 2],
+            },
+            "split": {"method": "kfold", "n_folds": 4, "time_val": 0.2, "time_test": 0.3},
+            "model": {"name": "idw"},
+        }
+    )
+    run, m = run_experiment(cfg, tmp_path, data=data, progress=False)
+    hidden = m["test"]["hidden"]
+    assert m["test"]["unit"] == "daily mean" and set(hidden["at_steps"]) == {"1", "2"}
+    assert len(hidden["per_step"]) == 2 and hidden["overall"]["count"] > 0
+    preds = run.load_predictions()
+    assert preds["pred"].shape[1] == 48  # predictions stay hourly; only the scores are daily
