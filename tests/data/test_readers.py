@@ -71,52 +71,52 @@ def test_gaps_are_inserted_as_missing_and_counted(tmp_path):
     assert data.meta["report"]["counts"]["time steps with no rows (inserted as missing)"] == 2
 
 
-@pytest.mark.parametrize(
-    "case, rows, stations, needles",
-    [
-        ("missing column", None, STATIONS, ["m.csv", "'time'"]),
-        ("bad time", GOOD[:3] + ["A,2024-13-45 99:00,1,1"], STATIONS, ["m.csv", "line 5", "column 'time'"]),
-        ("duplicate", GOOD + ["B,2024-01-01 01:00,3,3"], STATIONS, ["m.csv", "lines 6, 8", "duplicate rows", "'B'"]),
-        (
-            "irregular",
-            GOOD + ["A,2024-01-01 02:00,3,3", "A,2024-01-01 02:30,3,3", "A,2024-01-01 03:00,3,3"],
-            STATIONS,
-            ["m.csv", "line 9", "02:30", "off the regular", "resample"],
-        ),
-        (
-            "non-numeric",
-            GOOD[:4] + ["B,2024-01-01 01:00,abc,1"],
-            STATIONS,
-            ["m.csv", "line 6", "column 'pm25'", "'abc'"],
-        ),
-        (
-            "negative refused",
-            GOOD[:2] + ["C,2024-01-01 00:00,-4,1"],
-            STATIONS,
-            ["m.csv", "line 4", "column 'pm25'", "negative"],
-        ),
-        ("unknown station", GOOD + ["Z,2024-01-01 00:00,1,1"], STATIONS, ["m.csv", "line 8", "['Z']"]),
-        (
-            "latitude range",
-            GOOD,
-            STATIONS.replace("40.0,116.3", "95.0,116.3"),
-            ["st.csv", "line 3", "column 'latitude'", "[-90.0, 90.0]"],
-        ),
-        (
-            "longitude text",
-            GOOD,
-            STATIONS.replace("116.5", "east"),
-            ["st.csv", "line 4", "column 'longitude'", "not a number"],
-        ),
-        (
-            "same coordinates",
-            GOOD,
-            STATIONS.replace("40.0,116.3", "39.9,116.4"),
-            ["st.csv", "lines 2, 3", "['A', 'B']", "share"],
-        ),
-        ("duplicate station id", GOOD, STATIONS + "A,41,117,1\n", ["st.csv", "lines 2, 5", "'A'"]),
-    ],
-)
+BAD_INPUTS = [
+    ("missing column", None, STATIONS, ["m.csv", "'time'"]),
+    ("bad time", GOOD[:3] + ["A,2024-13-45 99:00,1,1"], STATIONS, ["m.csv", "line 5", "column 'time'"]),
+    ("duplicate", GOOD + ["B,2024-01-01 01:00,3,3"], STATIONS, ["m.csv", "lines 6, 8", "duplicate rows", "'B'"]),
+    (
+        "irregular",
+        GOOD + ["A,2024-01-01 02:00,3,3", "A,2024-01-01 02:30,3,3", "A,2024-01-01 03:00,3,3"],
+        STATIONS,
+        ["m.csv", "line 9", "02:30", "off the regular", "resample"],
+    ),
+    (
+        "non-numeric",
+        GOOD[:4] + ["B,2024-01-01 01:00,abc,1"],
+        STATIONS,
+        ["m.csv", "line 6", "column 'pm25'", "'abc'"],
+    ),
+    (
+        "negative refused",
+        GOOD[:2] + ["C,2024-01-01 00:00,-4,1"],
+        STATIONS,
+        ["m.csv", "line 4", "column 'pm25'", "negative"],
+    ),
+    ("unknown station", GOOD + ["Z,2024-01-01 00:00,1,1"], STATIONS, ["m.csv", "line 8", "['Z']"]),
+    (
+        "latitude range",
+        GOOD,
+        STATIONS.replace("40.0,116.3", "95.0,116.3"),
+        ["st.csv", "line 3", "column 'latitude'", "[-90.0, 90.0]"],
+    ),
+    (
+        "longitude text",
+        GOOD,
+        STATIONS.replace("116.5", "east"),
+        ["st.csv", "line 4", "column 'longitude'", "not a number"],
+    ),
+    (
+        "same coordinates",
+        GOOD,
+        STATIONS.replace("40.0,116.3", "39.9,116.4"),
+        ["st.csv", "lines 2, 3", "['A', 'B']", "share"],
+    ),
+    ("duplicate station id", GOOD, STATIONS + "A,41,117,1\n", ["st.csv", "lines 2, 5", "'A'"]),
+]
+
+
+@pytest.mark.parametrize("case, rows, stations, needles", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_names_file_line_and_column(tmp_path, case, rows, stations, needles):
     text = "station,when,pm25,temp\nA,2024-01-01,1,1\n" if rows is None else long_csv(rows)
     path = write(tmp_path, "m.csv", text)
