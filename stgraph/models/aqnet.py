@@ -33,6 +33,7 @@ class AQNetParams:
     k_eval: list[int] = field(default_factory=list)  # several k at inference: estimates averaged
     key_channels: int = 16
     scale_km: float = 50.0
+    idw_power: float = 1.0  # initial power of the neural kNN's inverse-distance prior (learned)
 
 
 class _AQNetBase(StationModel):
@@ -85,6 +86,7 @@ class AQNet(_AQNetBase):
             params.hidden_channels,
             params.k,
             params.scale_km,
+            params.idw_power,
         )
         self.reset_parameters()
         self.last_k_estimates: dict[int, torch.Tensor] = {}

@@ -81,9 +81,17 @@ class StationModel(nn.Module):
         self.sizes = sizes
 
     def reset_parameters(self) -> None:
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        """Reset each child that knows how (it owns its sub-modules' initialisation, e.g. zero
+        last layers); descend only into children that do not."""
+
+        def reset(module: nn.Module) -> None:
+            for child in module.children():
+                if hasattr(child, "reset_parameters"):
+                    child.reset_parameters()
+                else:
+                    reset(child)
+
+        reset(self)
 
     def forward(self, batch: GraphBatch) -> Prediction:  # pragma: no cover - abstract
         raise NotImplementedError

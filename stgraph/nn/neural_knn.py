@@ -1,12 +1,19 @@
 """Neural kNN: learned interpolation from visible stations to locations without history.
 
-Edges are rebuilt at every forward pass by kNN in a *learned* space: keys from each visible
-station's encoded history and position, queries from each target's position (and static
-covariates). Weights over the k neighbours are a softmax of learned scores (distance in the
-learned space over a learned temperature, plus a function of the geographic offset); messages
-are the neighbour's prediction plus a learned correction from its features and the offset.
-kNN selection is discrete, but everything computed on the chosen edges is differentiable, so
-gradients reach the query and key networks.
+Edges are rebuilt at every forward pass by kNN in a *learned* space: keys are each visible
+station's position joined with a learned embedding of its encoded history, queries a target's
+position joined with a learned embedding of its position (and static covariates); targets have
+no history. Weights over the k neighbours are a softmax of
+
+    score_ij = -p · log(d_ij) + gate · (-|key_j - query_i|² / temperature) + s(offset_ij)
+
+with a learnable power p (initialised at ``idw_power``), a learnable gate (initialised at 0) and
+a learned function s of the geographic offset (initialised at 0). At initialisation the layer is
+exactly inverse-distance weighting over the geographically nearest stations; training on hidden
+training stations moves it from there. Messages are the neighbour's prediction plus a learned
+correction (initialised at 0) from its features and the offset. kNN selection is discrete, but
+every score on the chosen edges is differentiable, so gradients reach the query and key networks
+(through the gate).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class NeuralKNNInterpolation(MessagePassing):
         hidden_channels: width of the score/correction networks.
         k: neighbours per target (capped at the number of visible stations).
         scale_km: length scale that normalises positions and offsets.
+        idw_power: initial power p of the inverse-distance prior (the public AQ-Net code uses 1).
         backend: kNN backend (default torch-cluster).
 
     Shapes:
@@ -57,6 +65,7 @@ class NeuralKNNInterpolation(MessagePassing):
         hidden_channels: int = 64,
         k: int = 20,
         scale_km: float = 50.0,
+        idw_power: float = 1.0,
         backend: str | None = None,
     ):
         super().__init__(aggr="add", node_dim=0)
@@ -66,6 +75,9 @@ class NeuralKNNInterpolation(MessagePassing):
         self.geo_score = _mlp(3, hidden_channels, 1)
         self.correction = _mlp(feature_channels + 3, hidden_channels, value_channels)
         self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.gate = nn.Parameter(torch.zeros(()))
+        self.idw_power = idw_power
+        self.log_power = nn.Parameter(torch.zeros(()))
         self.last_edges: tuple[torch.Tensor, torch.Tensor] | None = None  # (edge_index, weights) of the last forward
 
     def reset_parameters(self) -> None:
@@ -73,9 +85,13 @@ class NeuralKNNInterpolation(MessagePassing):
             for m in net:
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
-        nn.init.zeros_(self.correction[-1].weight)  # start as a pure weighted mean of neighbours
-        nn.init.zeros_(self.correction[-1].bias)
+        for last in (self.correction[-1], self.geo_score[-1]):  # start as plain IDW of the neighbours
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         nn.init.zeros_(self.log_temperature)
+        nn.init.zeros_(self.gate)
+        with torch.no_grad():
+            self.log_power.fill_(float(torch.log(torch.tensor(max(self.idw_power, 1e-3)))))
 
     def forward(self, z_src, y_src, pos_src, pos_tgt, static_src=None, static_tgt=None, k: int | None = None):
         b, n_src, _ = z_src.shape
@@ -92,17 +108,18 @@ class NeuralKNNInterpolation(MessagePassing):
         queries = query.expand(b, n_tgt, -1).reshape(b * n_tgt, -1)
         batch_src = torch.arange(b, device=z_src.device).repeat_interleave(n_src)
         batch_tgt = torch.arange(b, device=z_src.device).repeat_interleave(n_tgt)
-        with torch.no_grad():  # edges in the learned space, rebuilt every forward
+        src_pos = p_src.repeat(b, 1)  # (B*N_src, 2)
+        tgt_pos = p_tgt.repeat(b, 1)
+        with torch.no_grad():  # edges in the learned space [position, sqrt|gate|·embedding], every forward
+            w = self.gate.abs().sqrt()
             edge_index = knn(
-                keys.detach(),
-                queries.detach(),
+                torch.cat([src_pos, w * keys], -1),
+                torch.cat([tgt_pos, w * queries], -1),
                 min(k or self.k, n_src),
                 batch_x=batch_src,
                 batch_y=batch_tgt,
                 backend=self.backend,
             )
-        src_pos = p_src.repeat(b, 1)  # (B*N_src, 2)
-        tgt_pos = p_tgt.repeat(b, 1)
         out = self.propagate(
             edge_index,
             keys=(keys, queries),
@@ -118,7 +135,12 @@ class NeuralKNNInterpolation(MessagePassing):
         offset = pos_j - pos_i  # (E, 2) in units of scale_km
         geo = torch.cat([offset, offset.norm(dim=-1, keepdim=True)], -1)
         learned_dist = (keys_j - keys_i).pow(2).sum(-1)
-        score = -learned_dist / self.log_temperature.exp() + self.geo_score(geo).squeeze(-1)
+        dist_km = (offset.norm(dim=-1) * self.scale_km).clamp_min(0.1)
+        score = (
+            -self.log_power.exp() * dist_km.log()
+            - self.gate * learned_dist / self.log_temperature.exp()
+            + self.geo_score(geo).squeeze(-1)
+        )
         alpha = softmax(score, index, num_nodes=size_i)  # over each target's k neighbours
         self._alpha = alpha.detach()
         return alpha.unsqueeze(-1) * (y_j + self.correction(torch.cat([z_j, geo], -1)))

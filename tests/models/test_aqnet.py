@@ -1,6 +1,7 @@
 import torch
 
 from stgraph.models import AQNet, AQNetParams, DataSizes
+from stgraph.nn import local_km
 from tests.models.test_contract import make_batch
 
 SIZES = DataSizes(in_channels=2, out_channels=1, target_channels=(0,), window=12, horizon=3)
@@ -27,10 +28,29 @@ def test_neural_knn_gradients_reach_query_and_key_networks():
     m = AQNet(SIZES, small())
     batch, _ = make_batch(False)
     m(batch).tgt.pow(2).sum().backward()
-    for net in (m.interp.query_net, m.interp.key_net, m.interp.geo_score):
+    # at initialisation the learned space is gated off (the layer is plain IDW), but the gate,
+    # the power and the offset score receive gradient, so training opens it
+    assert m.interp.gate.grad.abs() > 0 and m.interp.log_power.grad.abs() > 0
+    assert m.interp.geo_score[-1].weight.grad.abs().sum() > 0
+    m.zero_grad()
+    with torch.no_grad():
+        m.interp.gate.fill_(0.5)  # as after some training
+    m(batch).tgt.pow(2).sum().backward()
+    for net in (m.interp.query_net, m.interp.key_net):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     assert m.interp.log_temperature.grad.abs() > 0
     assert m.encoder.inp.weight.grad.abs().sum() > 0  # and through the keys into the encoder
+
+
+def test_neural_knn_starts_as_inverse_distance_weighting():
+    torch.manual_seed(0)
+    m = AQNet(SIZES, small(k=5, idw_power=2.0)).eval()
+    batch, _ = make_batch(False)
+    out = m(batch)
+    origin = batch.pos_src.mean(0)
+    d = (local_km(batch.pos_src, origin) - local_km(batch.pos_tgt, origin)).norm(dim=-1)  # (N_src,)
+    w = d.pow(-2.0) / d.pow(-2.0).sum()
+    torch.testing.assert_close(out.tgt[..., 0, :], torch.einsum("s,bhsc->bhc", w, out.src), rtol=1e-4, atol=1e-5)
 
 
 def test_edges_are_rebuilt_in_the_learned_space():
@@ -38,14 +58,15 @@ def test_edges_are_rebuilt_in_the_learned_space():
     m = AQNet(SIZES, small(k=2)).eval()
     batch, _ = make_batch(False)
     m(batch)
-    edges_a, alpha = m.interp.last_edges
-    assert edges_a.shape == (2, 4 * 1 * 2) and torch.allclose(alpha.view(4, 2).sum(1), torch.ones(4))
+    geographic, alpha = m.interp.last_edges
+    assert geographic.shape == (2, 4 * 1 * 2) and torch.allclose(alpha.view(4, 2).sum(1), torch.ones(4))
     with torch.no_grad():
+        m.interp.gate.fill_(50.0)  # the learned embedding now dominates the kNN space
         for p in m.interp.key_net.parameters():
             p.normal_()
     m(batch)
-    edges_b, _ = m.interp.last_edges
-    assert not torch.equal(edges_a, edges_b)  # new keys, new neighbours
+    learned, _ = m.interp.last_edges
+    assert not torch.equal(geographic, learned)  # new keys, new neighbours
 
 
 def test_several_k_at_inference_are_averaged_and_kept():
