@@ -3,6 +3,8 @@ kNN that predicts at stations with no history (Kheder et al., SCIA 2025, arXiv:2
 
 ``AQNet`` is the paper's model done properly: the interpolation to unseen stations is a
 learnable kNN layer trained end to end (the engine hides random training stations each batch).
+For kriging (outputs at the input steps) neighbours send their observed values, and their
+reconstruction only where a value is missing; for forecasting they send their forecasts.
 ``AQNetRef`` reproduces the public code's behaviour: the same encoder, then fixed
 inverse-distance weighting (power 1, geodesic km) of the k nearest visible stations'
 predictions, with no gradient through the interpolation (it is applied after the fact there).
@@ -96,7 +98,11 @@ class AQNet(_AQNetBase):
         b, h, n_src, c = y_src.shape
         if batch.pos_tgt.size(0) == 0:
             return Prediction(y_src, y_src.new_zeros(b, h, 0, c))
-        flat = y_src.permute(0, 2, 1, 3).reshape(b, n_src, h * c)
+        values = y_src
+        if self.aligned:  # krige: neighbours send what was observed, their reconstruction only where missing
+            tc = list(self.sizes.target_channels)
+            values = torch.where(batch.x_mask[..., tc], batch.x[..., tc], y_src)
+        flat = values.permute(0, 2, 1, 3).reshape(b, n_src, h * c)
         ks = self.params.k_eval if (self.params.k_eval and not self.training) else [self.params.k]
         estimates = {
             k: self.interp(z, flat, batch.pos_src, batch.pos_tgt, batch.static_src, batch.static_tgt, k=k) for k in ks

@@ -86,3 +86,17 @@ def test_attention_weights_are_retrievable():
     att = m.attention_weights()
     assert att.shape == (4, 5, 2, 12, 12)  # (B, N_src, heads, query step, key step)
     torch.testing.assert_close(att.sum(-1), torch.ones(4, 5, 2, 12))
+
+
+def test_krige_interpolates_observed_values_where_present():
+    torch.manual_seed(0)
+    sizes = DataSizes(in_channels=2, out_channels=1, target_channels=(0,), window=12, horizon=12)
+    m = AQNet(sizes, small(k=5, idw_power=1.0)).eval()
+    batch, _ = make_batch(True)
+    batch.x_mask[..., 0] = True  # every target-channel value observed: the layer is IDW of the inputs
+    out = m(batch)
+    origin = batch.pos_src.mean(0)
+    d = (local_km(batch.pos_src, origin) - local_km(batch.pos_tgt, origin)).norm(dim=-1)
+    w = (1 / d) / (1 / d).sum()
+    torch.testing.assert_close(out.tgt[..., 0, 0], torch.einsum("s,bhs->bh", w, batch.x[..., 0]), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out.src[..., 0], batch.x[..., 0])  # the visible head still reconstructs
