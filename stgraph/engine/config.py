@@ -140,7 +140,6 @@ class TrainConfig:
         hide_fraction: Fraction of visible training stations hidden per batch.
         src_loss_weight: Weight of the loss on the visible (source) stations.
         num_threads: ``torch.set_num_threads``; None = torch's default.
-        checkpoint_every: Save ``last.pt`` every this many epochs.
     """
 
     epochs: int = 30
@@ -155,7 +154,6 @@ class TrainConfig:
     hide_fraction: float = 0.25
     src_loss_weight: float = 1.0
     num_threads: int | None = None
-    checkpoint_every: int = 1
 
 
 @dataclass
