@@ -125,6 +125,19 @@ class StationData:
             meta=dict(self.meta),
         )
 
+    def select_channels(self, names) -> StationData:
+        """A copy restricted to the given channel names (in that order)."""
+        idx = [self.channel_index(c) for c in names]
+        return replace(
+            self,
+            values=self.values[:, :, idx].copy(),
+            mask=self.mask[:, :, idx].copy(),
+            channels=tuple(self.channels[i] for i in idx),
+            units=tuple(self.units[i] for i in idx),
+            eval_mask=None if self.eval_mask is None else self.eval_mask[:, :, idx].copy(),
+            meta=dict(self.meta),
+        )
+
     def select_times(self, start=None, end=None) -> StationData:
         """A copy restricted to ``start <= time < end`` (timestamps or strings)."""
         lo = 0 if start is None else int(np.searchsorted(self.times, np.datetime64(pd.Timestamp(start))))

@@ -138,7 +138,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         raise ValueError(f"data.task must be 'forecast' or 'krige', got '{dc.task}'")
     data = load_experiment_data(dc) if data is None else data
     names = list(dc.input_channels or data.channels)
-    channels = np.array([data.channel_index(c) for c in names])
+    view = data if tuple(names) == data.channels else data.select_channels(names)
     missing = [c for c in dc.target_channels if c not in names]
     if missing:
         raise ValueError(f"data.target_channels {missing} must be among the input channels {names}")
@@ -146,11 +146,6 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     horizon = dc.window if dc.task == "krige" else dc.horizon
     split = make_station_split(data, cfg.split)
     periods = make_time_split(data, cfg.split, dc.window + (0 if dc.task == "krige" else horizon))
-    view = (
-        data
-        if len(channels) == data.num_channels and (channels == np.arange(data.num_channels)).all()
-        else _select_channels(data, channels)
-    )
     backend = default_backend()
     train = build_training_inputs(
         view,
@@ -163,7 +158,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         backend=backend,
     )
     sizes = DataSizes(
-        in_channels=len(channels),
+        in_channels=len(names),
         out_channels=len(targets),
         target_channels=tuple(targets.tolist()),
         window=dc.window,
@@ -180,17 +175,4 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         sizes=sizes,
         train=train,
         knn_backend=backend,
-    )
-
-
-def _select_channels(data: StationData, channels: np.ndarray) -> StationData:
-    from dataclasses import replace
-
-    return replace(
-        data,
-        values=data.values[:, :, channels],
-        mask=data.mask[:, :, channels],
-        channels=tuple(data.channels[i] for i in channels),
-        units=tuple(data.units[i] for i in channels),
-        eval_mask=None if data.eval_mask is None else data.eval_mask[:, :, channels],
     )

@@ -1,12 +1,13 @@
 """The training loop, readable top to bottom.
 
-One ``_step`` serves training and validation. Each training batch hides a random subset of the
-training stations and scores the model on them from the others (node masking), plus, weighted,
-on the visible stations themselves. Validation scores the val-role stations from the train-role
-ones. AdamW, gradient clipping, early stopping on validation MAE, ``best.pt`` on improvement,
-``last.pt`` after every epoch. Every epoch draws its shuffling and hiding from a generator seeded
-by (seed, epoch), and the global RNG state is checkpointed, so a run killed at any point and
-resumed from ``last.pt`` ends with the same weights as one never interrupted.
+``_step`` computes one training batch's loss: the batch hides a random subset of the training
+stations and scores the model on them from the others (node masking), plus, weighted, on the
+visible stations themselves. ``validate`` scores the val-role stations from the train-role ones
+(mean absolute error, standardised units). AdamW, gradient clipping, early stopping on
+validation MAE, ``best.pt`` on improvement, ``last.pt`` after every epoch. Every epoch draws its
+shuffling and hiding from a generator seeded by (seed, epoch), and the global RNG state is
+checkpointed, so a run killed at any point and resumed from ``last.pt`` ends with the same weights
+as one never interrupted.
 """
 
 from __future__ import annotations
@@ -37,14 +38,14 @@ def _hide(n: int, fraction: float, gen: torch.Generator) -> tuple[np.ndarray, np
 
 
 def _step(model: StationModel, exp: Experiment, w, src, tgt, nodes, src_weight: float):
-    """Loss of one batch (standardised units) and the number of scored target cells."""
+    """Masked MSE of one batch (standardised units)."""
     batch = exp.batch(w, src, tgt, nodes)
     pred = model(batch)
     y, y_mask, _ = exp.out_window(w)
     loss = masked_mse(pred.tgt, y[:, :, tgt], y_mask[:, :, tgt])
     if src_weight:
         loss = loss + src_weight * masked_mse(pred.src, y[:, :, src], y_mask[:, :, src])
-    return loss, pred
+    return loss
 
 
 @torch.no_grad()
@@ -98,7 +99,7 @@ def train_model(
         for idx in bar:
             w = windows[idx]
             src, tgt = _hide(len(nodes), tc.hide_fraction, gen)
-            loss, _ = _step(model, exp, w, src, tgt, nodes, tc.src_loss_weight)
+            loss = _step(model, exp, w, src, tgt, nodes, tc.src_loss_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:

@@ -9,6 +9,9 @@ def test_selections_and_missing_rate(synthetic):
     sub = synthetic.select_stations(["S003", "S001"])
     assert sub.station_ids == ["S003", "S001"]
     np.testing.assert_array_equal(sub.values[:, 0], synthetic.values[:, 3])
+    two = synthetic.select_channels(["x1", "x0"])
+    assert two.channels == ("x1", "x0")
+    np.testing.assert_array_equal(two.values[..., 0], synthetic.values[..., 1])
     part = synthetic.select_times("2024-01-02", "2024-01-03")
     assert part.num_steps == 24 and str(part.times[0]).startswith("2024-01-02T00")
     rate = synthetic.missing_rate()
