@@ -5,9 +5,19 @@ loader's error naming every place it looked, never skip.
 """
 
 import pytest
+import torch
 
 from stgraph.datasets import load_dataset
 from stgraph.testing import synthetic_stations
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and the timing of a shared 2-core machine stays sane."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

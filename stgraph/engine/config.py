@@ -53,7 +53,8 @@ class DataConfig:
         target_channels: Channels predicted and scored.
         start: Optional start of a time slice (anything pandas parses).
         end: Optional end of a time slice.
-        task: ``"forecast"`` or ``"krige"`` (for krige the engine uses horizon = window).
+        task: ``"forecast"``, ``"krige"`` (hidden stations over the input window) or ``"impute"``
+            (in-sample: the dataset's evaluation cells); for the last two horizon = window.
         window: Input window length in time steps.
         horizon: Forecast horizon in time steps.
         stride: Step between consecutive window starts.
@@ -68,7 +69,7 @@ class DataConfig:
     target_channels: list[str] = field(default_factory=lambda: ["PM2.5"])
     start: str | None = None
     end: str | None = None
-    task: Literal["forecast", "krige"] = "forecast"
+    task: Literal["forecast", "krige", "impute"] = "forecast"
     window: int = 24
     horizon: int = 24
     stride: int = 1

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from stgraph.engine.experiment import Experiment
-from stgraph.engine.metrics import daily_means, summarize_metrics
+from stgraph.engine.metrics import average_overlapping_windows, daily_means, summarize_metrics
 from stgraph.models.base import StationModel
 
 
@@ -15,13 +15,13 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     """Predictions over every window of ``period``: ``role`` stations hidden, train-role visible.
 
     Returns arrays in original units: ``pred``/``true``/``mask`` (B, H, N_role, C_out) for the
-    hidden stations, ``pred_visible``/``true_visible``/``mask_visible`` for the train-role ones,
-    ``start`` (B,) window starts and the station ids of both groups.
+    scored stations (hidden ones; for ``impute`` every station, masked to the evaluation cells),
+    ``pred_visible``/``true_visible``/``mask_visible`` for the train-role ones (their observed
+    inputs), ``start`` (B,) window starts and the station ids of both groups.
     """
     model.eval()
     inputs, truth = exp.eval_windows(period, exp.cfg.train.max_eval_windows)
-    src = exp.split.indices(exp.data, "train")
-    tgt = exp.split.indices(exp.data, role)
+    src, tgt = exp.roles(role)
     mean = torch.as_tensor(exp.train.scaler.mean[exp.targets], dtype=torch.float32)
     std = torch.as_tensor(exp.train.scaler.std[exp.targets], dtype=torch.float32)
     out = {k: [] for k in ("pred", "true", "mask", "pred_visible", "true_visible", "mask_visible", "start")}
@@ -30,27 +30,34 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         w, wt = inputs[idx], truth[idx]
         pred = model(exp.batch(w, src, tgt))
         y, m, _ = exp.out_window(wt)
-        out["pred"].append(pred.tgt * std + mean)
-        out["true"].append(y[:, :, tgt])
-        out["mask"].append(m[:, :, tgt])
+        p, ys, ms = exp.scored(pred, y, m, src, tgt)
+        out["pred"].append(p * std + mean)
+        out["true"].append(ys)
+        out["mask"].append(ms)
+        yv, mv, _ = exp.out_window(w)  # visible stations: scored against their own inputs
         out["pred_visible"].append(pred.src * std + mean)
-        out["true_visible"].append(y[:, :, src])
-        out["mask_visible"].append(m[:, :, src])
+        out["true_visible"].append(yv[:, :, src] * std + mean)
+        out["mask_visible"].append(mv[:, :, src])
         out["start"].append(w.start)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
-    arrays["stations"] = np.array([exp.data.station_ids[i] for i in tgt])
+    arrays["stations"] = np.array([exp.data.station_ids[i] for i in (src if exp.task == "impute" else tgt)])
     arrays["stations_visible"] = np.array([exp.data.station_ids[i] for i in src])
     return arrays
 
 
 def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
-    """Metrics of hidden and visible stations (hourly steps, or daily means for long horizons)."""
+    """Metrics of hidden and visible stations (hourly steps, or daily means for long horizons).
+    For ``impute``, overlapping windows' estimates of a cell are averaged first: each evaluation
+    cell counts once, and per-step metrics (position in the window) are not reported."""
     dc = exp.cfg.data
     result = {}
     for group, suffix in (("hidden", ""), ("visible", "_visible")):
         pred, true = torch.as_tensor(arrays["pred" + suffix]), torch.as_tensor(arrays["true" + suffix])
         mask = torch.as_tensor(arrays["mask" + suffix])
-        if dc.daily:
+        if exp.task == "impute":
+            pred, true, mask = average_overlapping_windows(pred, true, mask, torch.as_tensor(arrays["start"]))
+            steps = None
+        elif dc.daily:
             pred, _ = daily_means(pred, mask)
             true, mask = daily_means(true, mask)
             steps = dc.eval_days or None

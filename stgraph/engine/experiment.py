@@ -3,12 +3,17 @@
 Leak-free by construction: the scaler sees train-role stations in the train period; training
 windows hold train-role stations only; evaluation feeds the model train-role stations as visible
 inputs and scores the hidden (val or test) stations in original units.
+
+Three tasks: ``forecast`` (the H steps after the window, at hidden stations), ``krige`` (hidden
+stations over the window itself) and ``impute`` (in-sample: every station is visible, and the
+dataset's evaluation cells — AQI-36's official mask — are removed from the input everywhere, from
+the scaler too, and scored in the test period).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -66,10 +71,13 @@ def load_experiment_data(cfg: DataConfig) -> StationData:
 @dataclass
 class Experiment:
     """Attributes:
-    data: the dataset restricted to the input channels (original units).
+    data: what models may see: the dataset restricted to the input channels (original units;
+        for ``impute``, with the evaluation cells removed).
     split: station roles. periods: time periods.
     targets: indices of the target channels among the input channels.
     sizes: what the model is built with. train: leak-free training inputs.
+    truth_values, truth_mask: (T, N, C_in) what is scored, and where (for ``impute``: the
+        evaluation cells; otherwise the observed cells of ``data``).
     """
 
     cfg: ExperimentConfig
@@ -80,10 +88,24 @@ class Experiment:
     sizes: DataSizes
     train: TrainingInputs
     knn_backend: str
+    truth_values: np.ndarray
+    truth_mask: np.ndarray
+
+    @property
+    def task(self) -> str:
+        return self.cfg.data.task
 
     @property
     def aligned(self) -> bool:
-        return self.cfg.data.task == "krige"
+        return self.task in ("krige", "impute")
+
+    def roles(self, role: str) -> tuple[np.ndarray, np.ndarray]:
+        """(visible, hidden) node indices when scoring ``role`` (``val``/``test``). For ``impute``
+        every station is visible and none is hidden: the model's ``src`` output is scored."""
+        src = self.split.indices(self.data, "train")
+        if self.task == "impute":
+            return src, src[:0]
+        return src, self.split.indices(self.data, role)
 
     def pos(self, nodes) -> torch.Tensor:
         return torch.as_tensor(self.data.latlon[np.asarray(nodes)], dtype=torch.float32)
@@ -94,15 +116,26 @@ class Experiment:
             return w.x[..., self.targets], w.x_mask[..., self.targets], w.x_time
         return w.y[..., self.targets], w.y_mask[..., self.targets], w.y_time
 
-    def eval_windows(self, period: str, max_windows: int | None = None) -> tuple[WindowDataset, WindowDataset]:
-        """(inputs standardised, truth in original units) over all stations in one period."""
+    def scored(self, pred, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray):
+        """(prediction, truth, mask) of the scored stations: the hidden ones, or for ``impute``
+        the visible ones (whose evaluation cells were never in the input)."""
+        if self.task == "impute":
+            return pred.src, y[:, :, src], m[:, :, src]
+        return pred.tgt, y[:, :, tgt], m[:, :, tgt]
+
+    def eval_windows(
+        self, period: str, max_windows: int | None = None, *, scaled_truth: bool = False
+    ) -> tuple[WindowDataset, WindowDataset]:
+        """(inputs standardised, truth in original units — or standardised with ``scaled_truth``)
+        over all stations in one period; the truth's mask says where to score."""
         starts = window_starts(self.periods.period(period), self.cfg.data.window, self._horizon, self.cfg.data.stride)
         if max_windows is not None and len(starts) > max_windows:  # evenly spaced, deterministic
             starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
         w, h = self.cfg.data.window, self._horizon
+        truth = self.train.scaler.transform(self.truth_values) if scaled_truth else self.truth_values
         return (
             WindowDataset(self.scaled, self.data.mask, self.data.times, starts, w, h),
-            WindowDataset(self.data.values, self.data.mask, self.data.times, starts, w, h),
+            WindowDataset(truth, self.truth_mask, self.data.times, starts, w, h),
         )
 
     @functools.cached_property
@@ -131,11 +164,22 @@ class Experiment:
         )
 
 
+def in_sample_view(view: StationData) -> tuple[StationData, np.ndarray]:
+    """For ``impute``: (the data without its evaluation cells, the evaluation mask)."""
+    if view.eval_mask is None:
+        raise ValueError(
+            f"task 'impute' scores a dataset's evaluation cells, and '{view.name}' has no eval_mask "
+            "(aqi36 has the official one)"
+        )
+    hidden = view.eval_mask
+    return replace(view, values=view.values.copy(), mask=view.mask & ~hidden, eval_mask=None), hidden
+
+
 def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -> Experiment:
     """Load (or take) the data and build roles, periods, scaler, windows and sizes."""
     dc = cfg.data
-    if dc.task not in ("forecast", "krige"):
-        raise ValueError(f"data.task must be 'forecast' or 'krige', got '{dc.task}'")
+    if dc.task not in ("forecast", "krige", "impute"):
+        raise ValueError(f"data.task must be 'forecast', 'krige' or 'impute', got '{dc.task}'")
     data = load_experiment_data(dc) if data is None else data
     names = list(dc.input_channels or data.channels)
     view = data if tuple(names) == data.channels else data.select_channels(names)
@@ -143,16 +187,23 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     if missing:
         raise ValueError(f"data.target_channels {missing} must be among the input channels {names}")
     targets = np.array([names.index(c) for c in dc.target_channels])
-    horizon = dc.window if dc.task == "krige" else dc.horizon
-    split = make_station_split(data, cfg.split)
-    periods = make_time_split(data, cfg.split, dc.window + (0 if dc.task == "krige" else horizon))
+    aligned = dc.task != "forecast"
+    horizon = dc.window if aligned else dc.horizon
+    truth_values, truth_mask = view.values, view.mask
+    if dc.task == "impute":
+        truth_values = view.values
+        view, truth_mask = in_sample_view(view)
+        split = StationSplit(train=view.station_ids, val=(), test=(), method="in-sample")
+    else:
+        split = make_station_split(data, cfg.split)
+    periods = make_time_split(data, cfg.split, dc.window + (0 if aligned else horizon))
     backend = default_backend()
     train = build_training_inputs(
         view,
         split,
         periods,
         window=dc.window,
-        horizon=0 if dc.task == "krige" else horizon,
+        horizon=0 if aligned else horizon,
         k=min(4, max(1, len(split.train) - 1)),
         stride=dc.stride,
         backend=backend,
@@ -163,6 +214,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         target_channels=tuple(targets.tolist()),
         window=dc.window,
         horizon=horizon,
+        task=dc.task,
     )
     if len(train.windows) == 0:
         raise ValueError(f"the train period holds no window of {dc.window}+{horizon} steps")
@@ -175,4 +227,6 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         sizes=sizes,
         train=train,
         knn_backend=backend,
+        truth_values=truth_values,
+        truth_mask=truth_mask,
     )

@@ -205,3 +205,27 @@ def summarize_metrics(
     if steps is not None:
         out["at_steps"] = {str(s): per_step[s - 1] for s in steps}
     return out
+
+
+def average_overlapping_windows(
+    pred: Tensor, true: Tensor, mask: Tensor, start: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One estimate per cell from overlapping windows (the in-sample imputation protocol of
+    GRIN/SPIN: predictions of a cell from every window that holds it are averaged), so each
+    evaluation cell counts once.
+
+    Args:
+        pred, true: (B, W, N, C); mask: (B, W, N, C) bool; start: (B,) first time index of each window.
+    Returns:
+        (1, T_u, N, C) pred, true, mask over the T_u distinct time steps the windows cover.
+    """
+    _check_inputs(pred, true, mask, ndim=4)
+    b, w, n, c = pred.shape
+    t = (torch.as_tensor(start).reshape(b, 1) + torch.arange(w)).reshape(-1)  # (B*W,)
+    steps, inverse = torch.unique(t, return_inverse=True)
+    flat = lambda x: x.reshape(b * w, n, c)  # noqa: E731
+    sums = torch.zeros(len(steps), n, c, dtype=torch.float64).index_add_(0, inverse, flat(pred).double())
+    counts = torch.zeros(len(steps), 1, 1, dtype=torch.float64).index_add_(0, inverse, torch.ones(b * w, 1, 1).double())
+    truth = torch.zeros(len(steps), n, c, dtype=true.dtype).index_copy_(0, inverse, flat(true))
+    cells = torch.zeros(len(steps), n, c, dtype=torch.bool).index_copy_(0, inverse, flat(mask.bool()))
+    return (sums / counts).to(pred.dtype).unsqueeze(0), truth.unsqueeze(0), cells.unsqueeze(0)

@@ -2,12 +2,14 @@
 
 ``_step`` computes one training batch's loss: the batch hides a random subset of the training
 stations and scores the model on them from the others (node masking), plus, weighted, on the
-visible stations themselves. ``validate`` scores the val-role stations from the train-role ones
-(mean absolute error, standardised units). AdamW, gradient clipping, early stopping on
-validation MAE, ``best.pt`` on improvement, ``last.pt`` after every epoch. Every epoch draws its
-shuffling and hiding from a generator seeded by (seed, epoch), and the global RNG state is
-checkpointed, so a run killed at any point and resumed from ``last.pt`` ends with the same weights
-as one never interrupted.
+visible stations themselves. For ``impute`` it hides random observed cells instead (every station
+stays visible) and scores the model's completed series there. Forecasting models that want teacher
+forcing get the visible stations' truth in ``batch.y_src`` — never the hidden ones'. ``validate``
+scores the val-role stations from the train-role ones (mean absolute error, standardised units).
+AdamW, gradient clipping, early stopping on validation MAE, ``best.pt`` on improvement, ``last.pt``
+after every epoch. Every epoch draws its shuffling and hiding from a generator seeded by (seed,
+epoch), and the global RNG state is checkpointed, so a run killed at any point and resumed from
+``last.pt`` ends with the same weights as one never interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -37,11 +40,19 @@ def _hide(n: int, fraction: float, gen: torch.Generator) -> tuple[np.ndarray, np
     return np.sort(perm[n_hide:]), np.sort(perm[:n_hide])
 
 
-def _step(model: StationModel, exp: Experiment, w, src, tgt, nodes, src_weight: float):
+def _step(model: StationModel, exp: Experiment, w, src, tgt, nodes, src_weight: float, gen: torch.Generator):
     """Masked MSE of one batch (standardised units)."""
-    batch = exp.batch(w, src, tgt, nodes)
-    pred = model(batch)
     y, y_mask, _ = exp.out_window(w)
+    if exp.task == "impute":  # hide random observed cells; score the completed series there
+        keep = torch.rand(w.x_mask.shape, generator=gen) >= exp.cfg.train.hide_fraction
+        pred = model(exp.batch(replace(w, x=w.x * keep, x_mask=w.x_mask & keep), src, tgt, nodes))
+        kept = keep[..., exp.targets]
+        loss = masked_mse(pred.src, y, y_mask & ~kept)
+        return loss + src_weight * masked_mse(pred.src, y, y_mask & kept) if src_weight else loss
+    batch = exp.batch(w, src, tgt, nodes)
+    if not exp.aligned:
+        batch.y_src, batch.y_src_mask = y[:, :, src], y_mask[:, :, src]
+    pred = model(batch)
     loss = masked_mse(pred.tgt, y[:, :, tgt], y_mask[:, :, tgt])
     if src_weight:
         loss = loss + src_weight * masked_mse(pred.src, y[:, :, src], y_mask[:, :, src])
@@ -50,21 +61,24 @@ def _step(model: StationModel, exp: Experiment, w, src, tgt, nodes, src_weight: 
 
 @torch.no_grad()
 def validate(model: StationModel, exp: Experiment) -> float:
-    """Mean absolute error (standardised units) at val-role stations, from train-role stations."""
+    """Mean absolute error (standardised units) at val-role stations from train-role stations, or
+    for ``impute`` at the evaluation cells of the val period."""
     model.eval()
-    inputs, _ = exp.eval_windows("val", exp.cfg.train.max_eval_windows)
-    src = exp.split.indices(exp.data, "train")
-    tgt = exp.split.indices(exp.data, "val")
-    if len(tgt) == 0 or len(inputs) == 0:
+    inputs, truth = exp.eval_windows("val", exp.cfg.train.max_eval_windows, scaled_truth=True)
+    src, tgt = exp.roles("val")
+    if (len(tgt) == 0 and exp.task != "impute") or len(inputs) == 0:
         raise ValueError("validation needs val-role stations and a val period with at least one window")
     err, count = 0.0, 0.0
-    for w in inputs.batches(exp.cfg.train.batch_size * 4):
-        pred = model(exp.batch(w, src, tgt))
-        y, m, _ = exp.out_window(w)
-        m = m[:, :, tgt].float()
-        err += float(((pred.tgt - y[:, :, tgt]).abs() * m).sum())
+    for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
+        pred = model(exp.batch(inputs[idx], src, tgt))
+        y, m, _ = exp.out_window(truth[idx])
+        p, y, m = exp.scored(pred, y, m, src, tgt)
+        m = m.float()
+        err += float(((p - y).abs() * m).sum())
         count += float(m.sum())
-    return err / max(count, 1.0)
+    if count == 0:
+        raise ValueError("the val period holds no scored cell")
+    return err / count
 
 
 def train_model(
@@ -98,8 +112,11 @@ def train_model(
         bar = tqdm(order.split(tc.batch_size), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not progress)
         for idx in bar:
             w = windows[idx]
-            src, tgt = _hide(len(nodes), tc.hide_fraction, gen)
-            loss = _step(model, exp, w, src, tgt, nodes, tc.src_loss_weight)
+            if exp.task == "impute":
+                src, tgt = np.arange(len(nodes)), np.zeros(0, dtype=np.int64)
+            else:
+                src, tgt = _hide(len(nodes), tc.hide_fraction, gen)
+            loss = _step(model, exp, w, src, tgt, nodes, tc.src_loss_weight, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:

@@ -50,7 +50,7 @@ class _AQNetBase(StationModel):
             params.heads,
             params.dropout,
         )
-        self.aligned = sizes.horizon == sizes.window  # krige: outputs at the input steps
+        self.aligned = sizes.aligned  # krige/impute: outputs at the input steps
         out = sizes.out_channels if self.aligned else sizes.horizon * sizes.out_channels
         self.head = nn.Linear(params.hidden_channels, out)
 

@@ -26,6 +26,10 @@ class GraphBatch:
         pos_src: (N_src, 2) latitude/longitude in degrees of the visible stations.
         pos_tgt: (N_tgt, 2) latitude/longitude of the target stations (N_tgt may be 0).
         static_src: (N_src, S) static covariates or None; static_tgt: (N_tgt, S) or None.
+        y_src: (B, H, N_src, C_out) standardised truth of the visible stations' outputs, or None.
+            Set by the trainer only (teacher forcing, e.g. DCRNN's scheduled sampling); never at
+            evaluation, and never for target stations.
+        y_src_mask: (B, H, N_src, C_out) bool, True where ``y_src`` is observed.
     """
 
     x: torch.Tensor
@@ -36,14 +40,24 @@ class GraphBatch:
     pos_tgt: torch.Tensor
     static_src: torch.Tensor | None = None
     static_tgt: torch.Tensor | None = None
+    y_src: torch.Tensor | None = None
+    y_src_mask: torch.Tensor | None = None
 
 
 @dataclass
 class Prediction:
-    """src: (B, H, N_src, C_out) at the visible stations; tgt: (B, H, N_tgt, C_out) at the targets."""
+    """src: (B, H, N_src, C_out) at the visible stations; tgt: (B, H, N_tgt, C_out) at the targets.
+
+    For the aligned tasks (``krige``, ``impute``: outputs at the input steps) ``src`` is the
+    completed series of the visible stations: a genuine estimate wherever the input was unobserved
+    (models may echo the input where it was observed). ``impute`` scores ``src`` at held-out cells.
+    """
 
     src: torch.Tensor
     tgt: torch.Tensor
+
+
+TASKS = ("forecast", "krige", "impute")
 
 
 @dataclass(frozen=True)
@@ -54,8 +68,10 @@ class DataSizes:
         in_channels: C_in, input channels per station and step.
         out_channels: C_out, predicted channels.
         target_channels: for each output channel, its index among the input channels.
-        window: W, input steps; horizon: H, output steps.
+        window: W, input steps; horizon: H, output steps (H = W for the aligned tasks).
         num_static: S, static covariates per station (0 if none).
+        task: ``forecast`` (outputs follow the input window), ``krige`` or ``impute`` (outputs
+            at the input steps). Never inferred from H == W: a 24 h -> 24 h forecast is not kriging.
     """
 
     in_channels: int
@@ -64,6 +80,18 @@ class DataSizes:
     window: int
     horizon: int
     num_static: int = 0
+    task: str = "forecast"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"DataSizes.task must be one of {TASKS}, got {self.task!r}")
+        if self.aligned and self.horizon != self.window:
+            raise ValueError(f"task '{self.task}' outputs the input steps: horizon must equal window ({self.window})")
+
+    @property
+    def aligned(self) -> bool:
+        """True for ``krige`` and ``impute``: outputs at the input steps."""
+        return self.task != "forecast"
 
 
 class StationModel(nn.Module):
@@ -71,10 +99,12 @@ class StationModel(nn.Module):
     ``forward(batch: GraphBatch) -> Prediction`` and ``reset_parameters()``. A model with no
     parameters (IDW, persistence) sets ``trainable = False``; the engine then skips training.
     ``learns_interpolation`` is False where predictions at targets are a fixed function of the
-    visible stations' predictions (no gradient flows through them)."""
+    visible stations' predictions (no gradient flows through them). ``tasks`` lists the tasks
+    the model is defined for (a subset of :data:`TASKS`); the benchmark runner skips the others."""
 
     trainable: bool = True
     learns_interpolation: bool = True
+    tasks: frozenset[str] = frozenset(TASKS)
 
     def __init__(self, sizes: DataSizes):
         super().__init__()

@@ -1,31 +1,57 @@
-"""Model registry: names -> (class, hyperparameter dataclass)."""
+"""Model registry: names -> (class, hyperparameter dataclass), imported on first use.
+
+Each entry names a module, its model class and its hyperparameter dataclass, so ``import
+stgraph`` stays light and a model's dependencies load only when that model is built.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
 
-from stgraph.models.aqnet import AQNet, AQNetParams, AQNetRef
 from stgraph.models.base import DataSizes, StationModel
-from stgraph.models.baselines.idw import IDW, IDWParams
 
-MODELS: dict[str, tuple[type[StationModel], type]] = {
-    "aqnet": (AQNet, AQNetParams),
-    "aqnet-ref": (AQNetRef, AQNetParams),
-    "idw": (IDW, IDWParams),
+MODELS: dict[str, str] = {
+    # native graph models: predict at stations with no history
+    "aqnet": "stgraph.models.aqnet:AQNet:AQNetParams",
+    "aqnet-ref": "stgraph.models.aqnet:AQNetRef:AQNetParams",
+    "dcrnn": "stgraph.models.dcrnn:DCRNN:DCRNNParams",
+    "stgcn": "stgraph.models.stgcn:STGCN:STGCNParams",
+    "ignnk": "stgraph.models.ignnk:IGNNK:IGNNKParams",
+    # spatial interpolators
+    "idw": "stgraph.models.baselines.idw:IDW:IDWParams",
+    "knn": "stgraph.models.baselines.knn_mean:KNNMean:KNNMeanParams",
+    "gp": "stgraph.models.baselines.gp:GPKriging:GPParams",
+    # station-wise temporal models, read out at targets by inverse-distance weighting
+    "persistence": "stgraph.models.baselines.persistence:Persistence:PersistenceParams",
+    "seasonal-naive": "stgraph.models.baselines.seasonal_naive:SeasonalNaive:SeasonalNaiveParams",
+    "linear": "stgraph.models.baselines.linear:LinearRegression:LinearParams",
+    "lstm": "stgraph.models.baselines.lstm:LSTMForecaster:LSTMParams",
+    "patchtst": "stgraph.models.baselines.patchtst:PatchTST:PatchTSTParams",
 }
 
 
-def get_model_class(name: str) -> tuple[type[StationModel], type]:
+def _key(name: str) -> str:
     key = name.strip().lower().replace("_", "-")
     if key not in MODELS:
         raise KeyError(f"unknown model '{name}'; choose one of {sorted(MODELS)}")
-    return MODELS[key]
+    return key
+
+
+def get_model_class(name: str) -> tuple[type[StationModel], type]:
+    """(model class, hyperparameter dataclass) of a registered model."""
+    module, cls, params = MODELS[_key(name)].split(":")
+    mod = importlib.import_module(module)
+    return getattr(mod, cls), getattr(mod, params)
 
 
 def build_model(name: str, sizes: DataSizes, hparams: dict | None = None) -> StationModel:
-    """Instantiate a registered model; unknown or mistyped hyperparameters are an error."""
+    """Instantiate a registered model; unknown or mistyped hyperparameters, and a task the model
+    is not defined for, are errors."""
     cls, params_cls = get_model_class(name)
+    if sizes.task not in cls.tasks:
+        raise ValueError(f"model '{name}' is not defined for task '{sizes.task}'; it supports {sorted(cls.tasks)}")
     hparams = dict(hparams or {})
     allowed = {f.name for f in dataclasses.fields(params_cls)}
     unknown = sorted(set(hparams) - allowed)

@@ -10,7 +10,9 @@ from stgraph.engine.config import config_from_dict
 from stgraph.engine.run import build_experiment, record_run, run_experiment
 from stgraph.engine.runs import RunDir
 from stgraph.engine.trainer import train_model
+from stgraph.models import MODELS, get_model_class
 from stgraph.testing import synthetic_stations
+from tests.models.test_contract import TINY
 
 TINY_MODEL = {"name": "aqnet", "hparams": {"hidden_channels": 8, "num_layers": 1, "heads": 2, "k": 3}}
 
@@ -66,16 +68,28 @@ def test_resume_after_kill_gives_the_same_final_weights(tmp_path):
     assert clean.read_log()[-1]["val_mae_scaled"] == crashed.read_log()[-1]["val_mae_scaled"]
 
 
-def test_trained_model_never_sees_test_stations(tmp_path, uci12_slice):
+POISON_CASES = [
+    (name, task) for name in sorted(MODELS) for task in ("forecast", "krige") if task in get_model_class(name)[0].tasks
+]
+
+
+@pytest.mark.parametrize(("name", "task"), POISON_CASES, ids=[f"{n}-{t}" for n, t in POISON_CASES])
+def test_trained_model_never_sees_test_stations(tmp_path, uci12_slice, name, task):
     """Replace every value of the test-role stations with absurd numbers: the trained weights,
-    every prediction and the visible stations' metrics stay bit-identical."""
+    every prediction and the visible stations' metrics stay bit-identical — for every model."""
     cfg = config_from_dict(
         {
             "name": "p",
-            "data": {"input_channels": ["PM2.5", "PM10", "TEMP"], "window": 12, "horizon": 6, "eval_steps": [1, 6]},
+            "data": {
+                "input_channels": ["PM2.5", "PM10", "TEMP"],
+                "task": task,
+                "window": 12,
+                "horizon": 6,
+                "eval_steps": [1, 6],
+            },
             "split": {"method": "kfold", "n_folds": 4, "fold": 2},
-            "model": TINY_MODEL,
-            "train": {"epochs": 2, "batch_size": 8, "max_train_windows": 32, "max_eval_windows": 16},
+            "model": {"name": name, "hparams": TINY[name]},
+            "train": {"epochs": 2, "batch_size": 8, "max_train_windows": 16, "max_eval_windows": 8},
         }
     )
     data = uci12_slice
@@ -88,8 +102,9 @@ def test_trained_model_never_sees_test_stations(tmp_path, uci12_slice):
 
     run_a, ma = run_experiment(cfg, tmp_path, name="clean", data=data, progress=False)
     run_b, mb = run_experiment(cfg, tmp_path, name="poisoned", data=poisoned, progress=False)
-    wa, wb = (torch.load(r.best_path, weights_only=False)["model"] for r in (run_a, run_b))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if run_a.best_path.exists() or run_b.best_path.exists():
+        wa, wb = (torch.load(r.best_path, weights_only=False)["model"] for r in (run_a, run_b))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     pa, pb = run_a.load_predictions(), run_b.load_predictions()
     for key in ("pred", "pred_visible", "true_visible", "mask_visible"):
         assert np.array_equal(pa[key], pb[key]), key

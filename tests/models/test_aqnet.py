@@ -2,7 +2,7 @@ import torch
 
 from stgraph.models import AQNet, AQNetParams, DataSizes
 from stgraph.nn import local_km
-from tests.models.test_contract import make_batch
+from tests.models.contract import make_batch
 
 SIZES = DataSizes(in_channels=2, out_channels=1, target_channels=(0,), window=12, horizon=3)
 
@@ -12,8 +12,8 @@ def small(**kw):
 
 
 def test_cyclic_encoding_is_used_only_when_on():
-    batch, _ = make_batch(False)
-    shifted = make_batch(False)[0]
+    batch, _ = make_batch("forecast")
+    shifted = make_batch("forecast")[0]
     shifted.x_time = batch.x_time + 1.0
     for ce, should_change in ((True, True), (False, False)):
         torch.manual_seed(0)
@@ -26,7 +26,7 @@ def test_cyclic_encoding_is_used_only_when_on():
 def test_neural_knn_gradients_reach_query_and_key_networks():
     torch.manual_seed(0)
     m = AQNet(SIZES, small())
-    batch, _ = make_batch(False)
+    batch, _ = make_batch("forecast")
     m(batch).tgt.pow(2).sum().backward()
     # at initialisation the learned space is gated off (the layer is plain IDW), but the gate,
     # the power and the offset score receive gradient, so training opens it
@@ -45,7 +45,7 @@ def test_neural_knn_gradients_reach_query_and_key_networks():
 def test_neural_knn_starts_as_inverse_distance_weighting():
     torch.manual_seed(0)
     m = AQNet(SIZES, small(k=5, idw_power=2.0)).eval()
-    batch, _ = make_batch(False)
+    batch, _ = make_batch("forecast")
     out = m(batch)
     origin = batch.pos_src.mean(0)
     d = (local_km(batch.pos_src, origin) - local_km(batch.pos_tgt, origin)).norm(dim=-1)  # (N_src,)
@@ -56,7 +56,7 @@ def test_neural_knn_starts_as_inverse_distance_weighting():
 def test_edges_are_rebuilt_in_the_learned_space():
     torch.manual_seed(0)
     m = AQNet(SIZES, small(k=2)).eval()
-    batch, _ = make_batch(False)
+    batch, _ = make_batch("forecast")
     m(batch)
     geographic, alpha = m.interp.last_edges
     assert geographic.shape == (2, 4 * 1 * 2) and torch.allclose(alpha.view(4, 2).sum(1), torch.ones(4))
@@ -72,7 +72,7 @@ def test_edges_are_rebuilt_in_the_learned_space():
 def test_several_k_at_inference_are_averaged_and_kept():
     torch.manual_seed(0)
     m = AQNet(SIZES, small(k_eval=[1, 3, 5])).eval()
-    batch, _ = make_batch(False)
+    batch, _ = make_batch("forecast")
     out = m(batch)
     assert sorted(m.last_k_estimates) == [1, 3, 5]
     mean = torch.stack(list(m.last_k_estimates.values())).mean(0)  # (B, N_tgt, H*C)
@@ -81,7 +81,7 @@ def test_several_k_at_inference_are_averaged_and_kept():
 
 def test_attention_weights_are_retrievable():
     m = AQNet(SIZES, small()).eval()
-    batch, _ = make_batch(False)
+    batch, _ = make_batch("forecast")
     m(batch)
     att = m.attention_weights()
     assert att.shape == (4, 5, 2, 12, 12)  # (B, N_src, heads, query step, key step)
@@ -90,9 +90,9 @@ def test_attention_weights_are_retrievable():
 
 def test_krige_interpolates_observed_values_where_present():
     torch.manual_seed(0)
-    sizes = DataSizes(in_channels=2, out_channels=1, target_channels=(0,), window=12, horizon=12)
+    sizes = DataSizes(in_channels=2, out_channels=1, target_channels=(0,), window=12, horizon=12, task="krige")
     m = AQNet(sizes, small(k=5, idw_power=1.0)).eval()
-    batch, _ = make_batch(True)
+    batch, _ = make_batch("krige")
     batch.x_mask[..., 0] = True  # every target-channel value observed: the layer is IDW of the inputs
     out = m(batch)
     origin = batch.pos_src.mean(0)

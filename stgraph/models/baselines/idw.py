@@ -53,8 +53,12 @@ class IDW(StationModel):
         tc = list(self.sizes.target_channels)
         x, m = batch.x[..., tc], batch.x_mask[..., tc]
         w = idw_weights(batch.pos_src, batch.pos_tgt, self.params.power, self.params.k).to(x.device)
-        if self.sizes.horizon == self.sizes.window:  # krige: interpolate each step
-            src, obs = x * m, m.to(x.dtype)
+        if self.sizes.aligned:  # krige/impute: interpolate each step from the stations observed then
+            obs = m.to(x.dtype)
+            w_ss = idw_weights(batch.pos_src, batch.pos_src, self.params.power, self.params.k).to(x.device)
+            num = torch.einsum("ts,bhsc->bhtc", w_ss, x * obs)
+            den = torch.einsum("ts,bhsc->bhtc", w_ss, obs)
+            src = torch.where(m, x, num / den.clamp_min(1e-12))  # the completed series
         else:  # forecast: persistence, then interpolate
             value, has = last_observed(x, m)
             src = value.unsqueeze(1).expand(-1, self.sizes.horizon, -1, -1)

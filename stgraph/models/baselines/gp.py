@@ -1,0 +1,157 @@
+"""Gaussian-process kriging on station coordinates, one regression per step and channel.
+
+Ordinary geostatistical kriging as GP regression (Rasmussen & Williams, *Gaussian Processes for
+Machine Learning*, MIT Press 2006, §2.2): at each step and channel the field over space is a GP
+with a stationary kernel of the 3-D chord distance (km) between stations (latitude/longitude ->
+unit-sphere xyz × Earth radius, a valid distance for any positive-definite kernel of Euclidean
+distance), Matérn-3/2 or squared-exponential (``rbf``), plus observation noise. The prior mean
+per step is the mean of the visible stations observed then (``mean="observed"``) or 0. The
+prediction is the posterior mean given the visible stations observed at that step, at the
+targets and at the visible stations (``pred.src`` echoes observed cells and fills unobserved
+ones with that posterior mean).
+
+The per-step observation mask is folded into one batched solve: unobserved rows and columns of
+K_oo + noise·I become the identity and their residuals 0, so they drop out exactly, and one
+batched Cholesky factorisation over all (B, W, C) steps solves every system (in float64, with a
+small jitter).
+
+The three kernel hyperparameters (length scale, signal variance, noise variance; stored as
+log-parameters) are trainable: the engine fits them with its node-masking loss, predicting
+hidden training stations from the others, which is cross-validation fitting of GP
+hyperparameters (Sundararajan & Keerthi, Neural Computation 13(5), 2001).
+:meth:`GPKriging.log_marginal_likelihood` gives the textbook alternative objective (R&W §5.4.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stgraph.graph.geo import EARTH_RADIUS_KM, latlon_to_xyz
+from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
+
+KERNELS = ("matern32", "rbf")
+MEANS = ("observed", "zero")
+JITTER = 1e-6  # added to the diagonal of K_oo (float64)
+
+
+@dataclass
+class GPParams:
+    kernel: str = "matern32"
+    lengthscale_km: float = 20.0
+    variance: float = 1.0
+    noise: float = 0.1
+    mean: str = "observed"
+
+
+def chord_km(pos_a: torch.Tensor, pos_b: torch.Tensor) -> torch.Tensor:
+    """(N_a, 2), (N_b, 2) latitude/longitude in degrees -> (N_a, N_b) 3-D chord distance in km (float64)."""
+    a = latlon_to_xyz(pos_a.double()) * EARTH_RADIUS_KM
+    b = latlon_to_xyz(pos_b.double()) * EARTH_RADIUS_KM
+    return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1).clamp_min(0).sqrt()
+
+
+class GPKriging(StationModel):
+    """Args:
+        sizes: data-derived sizes (task ``krige`` or ``impute``). params: :class:`GPParams`.
+
+    Shapes: see :class:`~stgraph.models.base.GraphBatch`; returns (B, W, N_src, C_out) and
+    (B, W, N_tgt, C_out). Cost per forward: one batched (B·W·C_out) Cholesky of N_src × N_src.
+    """
+
+    trainable = True
+    learns_interpolation = True
+    tasks = frozenset({"krige", "impute"})
+
+    def __init__(self, sizes: DataSizes, params: GPParams | None = None):
+        super().__init__(sizes)
+        self.params = p = params or GPParams()
+        if p.kernel not in KERNELS:
+            raise ValueError(f"gp: kernel must be one of {KERNELS}, got {p.kernel!r}")
+        if p.mean not in MEANS:
+            raise ValueError(f"gp: mean must be one of {MEANS}, got {p.mean!r}")
+        for name in ("lengthscale_km", "variance", "noise"):
+            if not getattr(p, name) > 0:
+                raise ValueError(f"gp: {name} must be > 0, got {getattr(p, name)}")
+        self.log_lengthscale = nn.Parameter(torch.empty(()))
+        self.log_variance = nn.Parameter(torch.empty(()))
+        self.log_noise = nn.Parameter(torch.empty(()))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Restore the initial length scale, variance and noise of :class:`GPParams`."""
+        with torch.no_grad():
+            self.log_lengthscale.fill_(math.log(self.params.lengthscale_km))
+            self.log_variance.fill_(math.log(self.params.variance))
+            self.log_noise.fill_(math.log(self.params.noise))
+
+    @property
+    def lengthscale_km(self) -> float:
+        return float(self.log_lengthscale.detach().exp())
+
+    @property
+    def variance(self) -> float:
+        return float(self.log_variance.detach().exp())
+
+    @property
+    def noise(self) -> float:
+        return float(self.log_noise.detach().exp())
+
+    def kernel(self, dist_km: torch.Tensor) -> torch.Tensor:
+        """Covariance of the latent field at the given distances (float64, same shape)."""
+        ell = self.log_lengthscale.double().exp()
+        var = self.log_variance.double().exp()
+        if self.params.kernel == "rbf":
+            return var * torch.exp(-0.5 * (dist_km / ell) ** 2)
+        r = math.sqrt(3.0) * dist_km / ell
+        return var * (1 + r) * torch.exp(-r)
+
+    def _solve(self, batch: GraphBatch):
+        """Masked residuals, the Cholesky factor of the masked K_oo + noise·I, and alpha = K⁻¹ r.
+
+        Returns float64 tensors: x (B, W, C, N) observed values (0 elsewhere), obs (B, W, C, N)
+        bool, mu (B, W, C, 1) prior mean, resid (B, W, C, N), chol (B, W, C, N, N), alpha (B, W, C, N).
+        """
+        tc = list(self.sizes.target_channels)
+        m = batch.x_mask[..., tc].permute(0, 1, 3, 2)  # (B, W, C, N)
+        x = torch.where(m, batch.x[..., tc].permute(0, 1, 3, 2), 0).double()
+        obs = m.double()
+        if self.params.mean == "observed":
+            mu = x.sum(-1, keepdim=True) / obs.sum(-1, keepdim=True).clamp_min(1)
+        else:
+            mu = torch.zeros_like(x[..., :1])
+        resid = (x - mu) * obs
+        n = x.size(-1)
+        eye = torch.eye(n, dtype=torch.float64, device=x.device)
+        k_oo = self.kernel(chord_km(batch.pos_src, batch.pos_src).to(x.device))
+        k_oo = k_oo + (self.log_noise.double().exp() + JITTER) * eye
+        both = obs.unsqueeze(-1) * obs.unsqueeze(-2)  # (B, W, C, N, N): 1 where both rows observed
+        k_masked = both * k_oo + (1 - both) * eye  # unobserved rows/columns -> identity
+        chol = torch.linalg.cholesky(k_masked)
+        alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)  # 0 at unobserved rows
+        return x, m, mu, resid, chol, alpha
+
+    def forward(self, batch: GraphBatch) -> Prediction:
+        # x: [batch, steps, nodes, channels]
+        x, m, mu, _, _, alpha = self._solve(batch)
+        dev = x.device
+        k_so = self.kernel(chord_km(batch.pos_src, batch.pos_src).to(dev))  # latent covariance, no noise
+        k_to = self.kernel(chord_km(batch.pos_tgt, batch.pos_src).to(dev))
+        post_src = mu + torch.einsum("ij,bwcj->bwci", k_so, alpha)
+        post_tgt = mu + torch.einsum("ij,bwcj->bwci", k_to, alpha)
+        src = torch.where(m, x, post_src)
+        dtype = batch.x.dtype
+        return Prediction(src.permute(0, 1, 3, 2).to(dtype), post_tgt.permute(0, 1, 3, 2).to(dtype))
+
+    def log_marginal_likelihood(self, batch: GraphBatch) -> torch.Tensor:
+        """(B, W, C_out) log p(y_obs | hyperparameters) of each step's observed visible values
+        (residuals from the prior mean) under the GP: -½ rᵀK⁻¹r - ½ log|K| - n_obs/2 log 2π over
+        the observed stations only. Sum (or average) it for a fitting objective; float64."""
+        _, m, _, resid, chol, alpha = self._solve(batch)
+        quad = (resid * alpha).sum(-1)
+        logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # identity rows add 0
+        n_obs = m.sum(-1).double()
+        return -0.5 * quad - 0.5 * logdet - 0.5 * n_obs * math.log(2 * math.pi)

@@ -1,0 +1,169 @@
+"""Bidirectional random-walk diffusion convolution (Li et al., DCRNN, ICLR 2018, arXiv:1707.01926).
+
+A directed weighted graph is given as ``edge_index`` (2, E), row 0 the sender j and row 1 the
+receiver i, with weights w_ji. Written as a dense matrix ``W[i, j] = w_ji`` (message from j to i):
+
+* forward transition ``P_f = D^{-1} W``: node i takes the weighted mean of its in-neighbours
+  (rows normalised by the weighted in-degree); on a kNN graph every node has k in-neighbours,
+  so every node (a target station with no history too) hears from its nearest stations;
+* backward transition ``P_b = D'^{-1} W^T``: node i takes the mean of the nodes it sends to
+  (the reversed graph, rows normalised by the weighted out-degree).
+
+A node with zero degree gets a zero row (never NaN). The layer applies K hops in each direction
+and a Linear over the concatenation ``[X, P_f X, ..., P_f^K X, P_b X, ..., P_b^K X]``:
+
+* ``recursion="power"``: the paper's terms ``P^k X`` (repeated multiplication);
+* ``recursion="chebyshev"``: the official DCRNN (and IGNNK) code's ``X_k = 2 P X_{k-1} - X_{k-2}``
+  with ``X_0 = X``, ``X_1 = P X``. Each direction starts from X; the official code carries
+  ``X_0`` over from the forward to the backward loop (a known quirk, not reproduced here).
+  The two recursions agree for K <= 1.
+
+Both directions advance together, one sparse product per hop: ``[P_f; P_b]`` (2N, N) for the
+first hop, the block diagonal ``[[P_f, 0], [0, P_b]]`` (2N, 2N) after it. :class:`DiffusionSupports`
+holds both, built once per graph and reused across time steps and layers. Features are node-first
+inside (N, F), the layout sparse products want.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+RECURSIONS = ("power", "chebyshev")
+
+
+def check_recursion(recursion: str) -> str:
+    if recursion not in RECURSIONS:
+        raise ValueError(f"recursion must be one of {RECURSIONS}, got {recursion!r}")
+    return recursion
+
+
+def transition_weights(
+    edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-edge entries of the two random-walk transitions.
+
+    Args:
+        edge_index: (2, E) rows (sender j, receiver i). edge_weight: (E,) non-negative, or None (ones).
+    Returns:
+        w_fwd: (E,) ``w_ji / sum_j' w_j'i``, the entry ``P_f[i, j]``;
+        w_bwd: (E,) ``w_ji / sum_i' w_ji'``, the entry ``P_b[j, i]``. Zero where a degree is zero.
+    """
+    src, dst = edge_index
+    if edge_weight is None:
+        edge_weight = torch.ones(src.numel(), device=edge_index.device)
+    deg_in = edge_weight.new_zeros(num_nodes).index_add_(0, dst, edge_weight)
+    deg_out = edge_weight.new_zeros(num_nodes).index_add_(0, src, edge_weight)
+    inv_in = torch.where(deg_in > 0, 1.0 / deg_in.clamp_min(1e-30), torch.zeros_like(deg_in))
+    inv_out = torch.where(deg_out > 0, 1.0 / deg_out.clamp_min(1e-30), torch.zeros_like(deg_out))
+    return edge_weight * inv_in[dst], edge_weight * inv_out[src]
+
+
+class DiffusionSupports:
+    """Both transitions of one graph as sparse matrices: ``first`` = ``[P_f; P_b]`` (2N, N) and
+    ``matrix`` = ``[[P_f, 0], [0, P_b]]`` (2N, 2N).
+
+    Args:
+        edge_index: (2, E) rows (sender j, receiver i); edge_weight: (E,) or None; num_nodes: N.
+        dtype: of the matrix (that of the features it multiplies).
+    """
+
+    def __init__(
+        self,
+        edge_index: torch.Tensor,
+        edge_weight: torch.Tensor | None,
+        num_nodes: int,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.num_nodes = num_nodes
+        edge_index = edge_index.long()
+        if edge_weight is not None:
+            edge_weight = edge_weight.detach().to(dtype)
+        w_fwd, w_bwd = transition_weights(edge_index, edge_weight, num_nodes)
+        src, dst = edge_index
+        w = torch.cat([w_fwd, w_bwd]).to(dtype)
+        n = num_nodes
+        # block diagonal [[P_f, 0], [0, P_b]] for hops after the first, and [P_f; P_b] for the first
+        self.matrix = _sparse(torch.cat([dst, n + src]), torch.cat([src, n + dst]), w, (2 * n, 2 * n))
+        self.first = _sparse(torch.cat([dst, n + src]), torch.cat([src, dst]), w, (2 * n, n))
+
+    def first_hop(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) -> (2N, F): ``[P_f X; P_b X]``."""
+        return torch.sparse.mm(self.first, x)
+
+    def hop(self, z: torch.Tensor) -> torch.Tensor:
+        """(2N, F) stacked [forward; backward] features -> one more hop of each."""
+        return torch.sparse.mm(self.matrix, z)
+
+
+def _sparse(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    index = torch.stack([rows, cols])
+    return torch.sparse_coo_tensor(index, values, size, check_invariants=False).coalesce()
+
+
+def diffusion_features(x: torch.Tensor, supports: DiffusionSupports, K: int, recursion: str = "power") -> torch.Tensor:
+    """The diffusion terms of node features, concatenated on the channel axis.
+
+    Args:
+        x: (N, *, C) node-first features (any batch dims between the node and channel axes).
+        supports: the graph's transitions. K: hops per direction. recursion: ``power`` | ``chebyshev``.
+    Returns:
+        (N, *, (2K + 1) * C): ``[X, P_f X, ..., P_f^K X, P_b X, ..., P_b^K X]`` (Chebyshev terms
+        instead of powers for ``chebyshev``).
+    """
+    check_recursion(recursion)
+    if K == 0:
+        return x
+    n, c = x.size(0), x.size(-1)
+    if n != supports.num_nodes:
+        raise ValueError(f"features have {n} nodes, the graph {supports.num_nodes}")
+    flat = x.reshape(n, -1)
+    z_prev, z = flat, supports.first_hop(flat)  # z: (2N, F), forward rows then backward rows
+    hops = [z]
+    for _ in range(1, K):
+        z_next = supports.hop(z)
+        if recursion == "chebyshev":  # X_k = 2 P X_{k-1} - X_{k-2}; X_0 = X in both directions
+            z_next = (2 * z_next).view(2, n, -1).sub(z_prev.view(-1, n, flat.size(1))).view(2 * n, -1)
+        z_prev, z = z, z_next
+        hops.append(z)
+    fwd, bwd = zip(*(z.view(2, *x.shape).unbind(0) for z in hops), strict=True)  # unbind: no zero-filled grads
+    terms = [x, *fwd, *bwd]
+    return torch.stack(terms, dim=-2).view(*x.shape[:-1], (2 * K + 1) * c)  # one copy into place
+
+
+class DiffusionConv(nn.Module):
+    """Diffusion convolution: Linear over the K-hop bidirectional random-walk terms.
+
+    Args:
+        in_channels: C. out_channels: output channels. K: hops per direction (0: a plain Linear).
+        recursion: ``power`` (paper) or ``chebyshev`` (official DCRNN/IGNNK code). bias: add a bias.
+
+    Shapes:
+        x: (..., N, C), node dim second to last; the graph is ``edge_index`` (2, E) (sender,
+        receiver) with ``edge_weight`` (E,), or precomputed ``supports``; returns (..., N, out_channels).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, K: int = 2, recursion: str = "power", bias: bool = True):
+        super().__init__()
+        if K < 0:
+            raise ValueError(f"K must be >= 0, got {K}")
+        self.K = K
+        self.recursion = check_recursion(recursion)
+        self.lin = nn.Linear((2 * K + 1) * in_channels, out_channels, bias=bias)
+
+    def reset_parameters(self) -> None:
+        self.lin.reset_parameters()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor | None = None,
+        edge_weight: torch.Tensor | None = None,
+        supports: DiffusionSupports | None = None,
+    ) -> torch.Tensor:
+        if supports is None:
+            if edge_index is None:
+                raise ValueError("DiffusionConv needs edge_index or supports")
+            supports = DiffusionSupports(edge_index, edge_weight, x.size(-2), x.dtype)
+        feats = diffusion_features(x.movedim(-2, 0), supports, self.K, self.recursion).movedim(0, -2)
+        return self.lin(feats)

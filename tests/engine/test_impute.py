@@ -1,0 +1,86 @@
+"""In-sample imputation (AQI-36 protocol): evaluation cells never reach the input, the scaler or
+training, and each one is scored exactly once."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from stgraph.engine.config import config_from_dict
+from stgraph.engine.experiment import prepare_experiment
+from stgraph.engine.metrics import average_overlapping_windows
+from stgraph.engine.run import run_experiment
+from stgraph.testing import synthetic_stations
+from tests.models.test_contract import TINY
+
+
+def impute_cfg(model="idw", **train):
+    return config_from_dict(
+        {
+            "name": "imp",
+            "data": {
+                "dataset": "aqi36",
+                "target_channels": ["PM2.5"],
+                "task": "impute",
+                "window": 12,
+                "eval_steps": [],
+            },
+            "split": {"test_months": [3, 6, 9, 12], "time_gap": 0, "time_val": 0.1},
+            "model": {"name": model, "hparams": TINY[model]},
+            "train": {"epochs": 1, "batch_size": 16, "max_train_windows": 32, "max_eval_windows": 64, **train},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def aqi36_slice(aqi36):
+    return aqi36.select_times("2015-02-01", "2015-04-30")  # February, March (test), April
+
+
+def test_evaluation_cells_are_not_inputs(aqi36_slice):
+    exp = prepare_experiment(impute_cfg(), aqi36_slice)
+    ev = aqi36_slice.eval_mask
+    assert ev.any() and not (exp.data.mask & ev).any()  # removed from what models see
+    assert (exp.data.values[ev] == 0).all() and np.array_equal(exp.truth_mask, ev)
+    assert np.array_equal(exp.truth_values[ev], aqi36_slice.values[ev])  # the truth keeps them
+    assert len(exp.split.train) == 36 and not exp.split.test
+
+
+@pytest.mark.parametrize("model", ["idw", "knn", "persistence", "ignnk"])
+def test_poisoned_evaluation_cells_change_nothing_but_the_score(tmp_path, aqi36_slice, model):
+    ev = aqi36_slice.eval_mask
+    values = aqi36_slice.values.copy()
+    values[ev] = 1e9
+    poisoned = replace(aqi36_slice, values=values, eval_mask=ev.copy())
+    cfg = impute_cfg(model)
+    run_a, ma = run_experiment(cfg, tmp_path, name="clean", data=aqi36_slice, progress=False)
+    run_b, mb = run_experiment(cfg, tmp_path, name="poisoned", data=poisoned, progress=False)
+    pa, pb = run_a.load_predictions(), run_b.load_predictions()
+    assert np.array_equal(pa["pred"], pb["pred"])
+    assert ma["test"]["hidden"]["overall"]["mae"] < 1e4 < mb["test"]["hidden"]["overall"]["mae"]
+
+
+def test_each_evaluation_cell_is_scored_once(tmp_path, aqi36_slice):
+    cfg = impute_cfg("idw", max_eval_windows=None)
+    _, m = run_experiment(cfg, tmp_path, data=aqi36_slice, progress=False)
+    march = np.asarray(aqi36_slice.times.astype("datetime64[M]") == np.datetime64("2015-03"))
+    assert m["test"]["hidden"]["overall"]["count"] == int(aqi36_slice.eval_mask[march].sum())
+
+
+def test_impute_needs_an_evaluation_mask():
+    data = synthetic_stations(num_nodes=6, num_steps=24 * 40, num_channels=1, seed=0)
+    cfg = config_from_dict({"data": {"target_channels": ["x0"], "task": "impute", "window": 12}})
+    with pytest.raises(ValueError, match="has no eval_mask"):
+        prepare_experiment(cfg, data)
+
+
+def test_average_overlapping_windows_by_hand():
+    # two windows of 3 steps starting at t=0 and t=1 over one station: steps 1 and 2 overlap
+    pred = torch.tensor([[1.0, 2.0, 3.0], [5.0, 6.0, 7.0]]).view(2, 3, 1, 1)
+    true = torch.tensor([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]]).view(2, 3, 1, 1)
+    mask = torch.tensor([[True, True, False], [True, False, True]]).view(2, 3, 1, 1)
+    p, t, m = average_overlapping_windows(pred, true, mask, torch.tensor([0, 1]))
+    assert p.flatten().tolist() == [1.0, 3.5, 4.5, 7.0]  # t=1: (2 + 5) / 2, t=2: (3 + 6) / 2
+    assert t.flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert p.shape == (1, 4, 1, 1) and m.flatten().tolist()[0] and m.flatten().tolist()[3]
