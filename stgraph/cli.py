@@ -1,4 +1,5 @@
-"""Command line: ``stgraph train|evaluate``, ``stgraph datasets list|info NAME``, ``stgraph summary``."""
+"""Command line: ``stgraph train|evaluate``, ``stgraph benchmark SUITE.yaml``, ``stgraph datasets
+list|info NAME``, ``stgraph summary``."""
 
 from __future__ import annotations
 
@@ -75,6 +76,47 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _csv(text: str | None, kind=str):
+    return None if text is None else [kind(x) for x in text.split(",") if x.strip()]
+
+
+def _benchmark(args) -> int:
+    import time
+
+    from stgraph.bench import load_suite, run_suite, write_leaderboard
+    from stgraph.bench.maps import write_error_maps
+
+    suite = load_suite(args.suite).select(
+        models=_csv(args.models), tasks=_csv(args.tasks), folds=_csv(args.folds, int), seeds=_csv(args.seeds, int)
+    )
+    workers = args.workers if args.workers is not None else (suite.workers or 1)
+    total = len(suite.runs)
+    done = [0]
+
+    def report(spec, info):
+        done[0] += 1
+        print(
+            f"[{done[0]}/{len(todo)}] {spec.name:42s} MAE {info['mae']:8.3f}  {info['wall_seconds']:6.1f} s", flush=True
+        )
+
+    from stgraph.bench.runner import is_finished
+
+    todo = [r for r in suite.runs if not is_finished(args.out, r)]
+    print(
+        f"suite {suite.name}: {total} runs, {total - len(todo)} already finished, "
+        f"{len(todo)} to run on {workers} worker(s)"
+    )
+    t0 = time.perf_counter()
+    run_suite(suite, args.out, workers=workers, threads=args.threads, on_done=report)
+    md, _ = write_leaderboard(suite, args.out)
+    print(f"\n{md}")
+    if not args.no_maps:
+        for path in write_error_maps(suite, args.out):
+            print(f"map of per-station hidden errors: {path}")
+    print(f"leaderboard: {args.out}/leaderboard.md  ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stgraph", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -88,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="re-evaluate a run folder from its config and best checkpoint")
     e.add_argument("run_dir")
     e.set_defaults(func=_evaluate)
+    b = sub.add_parser("benchmark", help="run a suite (models x tasks x folds x seeds) and write leaderboards")
+    b.add_argument("suite", help="suite YAML (see configs/bench/)")
+    b.add_argument("--out", required=True, help="output folder (runs/, leaderboard.md/.csv, maps/); reruns resume")
+    b.add_argument("--workers", type=int, help="parallel worker processes (0: in this process; default: suite's)")
+    b.add_argument("--threads", type=int, help="torch threads per worker (default: cores // workers)")
+    b.add_argument("--models", help="comma-separated subset of the suite's model rows")
+    b.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
+    b.add_argument("--folds", help="comma-separated subset of folds, e.g. 0,1")
+    b.add_argument("--seeds", help="comma-separated subset of seeds")
+    b.add_argument("--no-maps", action="store_true", help="skip the per-station error maps")
+    b.set_defaults(func=_benchmark)
     d = sub.add_parser("datasets", help="list the built-in datasets or show one's card")
     d.add_argument("action", choices=["list", "info"])
     d.add_argument("name", nargs="?")

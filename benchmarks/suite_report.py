@@ -1,0 +1,110 @@
+"""Run a benchmark suite (resuming what is finished) and write its results file.
+
+    python benchmarks/suite_report.py configs/bench/uci12.yaml --out outputs/bench/uci12 \
+        --result benchmarks/results/uci12.md
+    python benchmarks/suite_report.py configs/bench/aqi36.yaml --out outputs/bench/aqi36 \
+        --result benchmarks/results/aqi36.md
+
+The results file holds the exact command, the machine, the code version, the leaderboard (mean ±
+std over station folds × seeds, rank per column), the per-horizon errors, the sum of the runs'
+wall times and the elapsed time of this invocation (small when it only resumed finished runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stgraph.bench import load_suite, run_suite, write_leaderboard  # noqa: E402
+from stgraph.bench.leaderboard import collect_results  # noqa: E402
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def horizon_table(runs: pd.DataFrame, suite) -> str:
+    """MAE at the suite's reported steps (hours, or days for daily scoring), mean over runs."""
+    out = []
+    for task in suite.tasks:
+        sel = runs[runs.task == task]
+        cols = [c for c in sel.columns if c.startswith("mae@") and sel[c].notna().any()]
+        if not len(sel) or not cols:
+            continue
+        cfg = next(r.config for r in suite.runs if r.task == task)
+        unit = "day" if cfg.data.daily else "h"
+        cols = sorted(cols, key=lambda c: int(c[4:]))
+        out.append(f"\n**{task}**: MAE at {', '.join(c[4:] + ' ' + unit for c in cols)}\n")
+        out.append("| model | " + " | ".join(f"{c[4:]} {unit}" for c in cols) + " |")
+        out.append("|---|" + "---:|" * len(cols))
+        for model in suite.models:
+            m = sel[sel.model == model]
+            if len(m):
+                out.append(f"| `{model}` | " + " | ".join(f"{m[c].mean():.2f}" for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("suite")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--result", required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--notes", help="a markdown file whose text is appended (observations, caveats)")
+    args = ap.parse_args()
+    suite = load_suite(args.suite)
+    t0 = time.perf_counter()
+    run_suite(suite, args.out, workers=args.workers, threads=max(1, (os.cpu_count() or 1) // args.workers))
+    elapsed = time.perf_counter() - t0
+    md, _ = write_leaderboard(suite, args.out)
+    runs, _ = collect_results(suite, args.out)
+    total = runs["wall_seconds"].sum()
+    command = f"python benchmarks/suite_report.py {args.suite} --out {args.out} --result {args.result}"
+    lines = [
+        f"# Benchmark suite `{suite.name}`",
+        "",
+        f"- command: `{command}` (equivalently `stgraph benchmark {args.suite} --out {args.out}`)",
+        f"- machine: {_cpu()}, {os.cpu_count()} cores, no GPU; {args.workers} worker processes × "
+        f"{max(1, (os.cpu_count() or 1) // args.workers)} torch thread",
+        f"- code: git `{_commit()}`; suite file `{args.suite}`",
+        f"- runs: {len(runs)} finished of {len(suite.runs)}; sum of run wall times {total / 60:.1f} min "
+        f"(≈ {total / 60 / args.workers:.1f} min elapsed on {args.workers} workers); this invocation {elapsed:.0f} s",
+        "",
+        md.split("\n", 2)[2],  # the leaderboard without its title
+        "## Per-horizon error",
+        horizon_table(runs, suite),
+    ]
+    if args.notes:
+        lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
+    Path(args.result).write_text("\n".join(lines), encoding="utf-8")
+    runs.to_csv(Path(args.result).with_suffix(".csv"), index=False)
+    print(f"wrote {args.result}")
+    print(json.dumps({"runs": len(runs), "sum_wall_min": round(total / 60, 1)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Leaderboards from a suite's finished runs: mean ± std over folds × seeds, rank per column,
+wall time per model, and per-station errors at hidden stations (for maps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stgraph.bench.runner import BENCH_FILE, is_finished, run_root
+from stgraph.bench.suite import Suite
+
+METRICS = ("mae", "rmse")
+
+
+def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per finished run, one row per run × hidden station) from ``out/runs``.
+
+    Runs not finished yet are left out here and counted in the leaderboard's ``n`` column.
+    """
+    rows, stations = [], []
+    for spec in suite.runs:
+        if not is_finished(out, spec):
+            continue
+        parent, name = run_root(out, spec)
+        folder = parent / name
+        metrics = json.loads((folder / "metrics.json").read_text())
+        bench = json.loads((folder / BENCH_FILE).read_text())
+        hidden = metrics["test"]["hidden"]
+        key = {"task": spec.task, "model": spec.model, "fold": spec.fold, "seed": spec.seed}
+        training = metrics.get("training") or {}
+        rows.append(
+            {
+                **key,
+                **{m: hidden["overall"][m] for m in METRICS},
+                "count": hidden["overall"]["count"],
+                "wall_seconds": bench["wall_seconds"],
+                "epochs": training.get("epochs_run", 0),
+                **{f"mae@{k}": v["mae"] for k, v in (hidden.get("at_steps") or {}).items()},
+            }
+        )
+        for station, m in hidden["per_station"].items():
+            stations.append({**key, "station": station, "mae": m["mae"], "count": m["count"]})
+    return pd.DataFrame(rows), pd.DataFrame(stations)
+
+
+def summarise(suite: Suite, runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: task, model, metric, mean, std, n (finished), expected, rank (1 = best)."""
+    out = []
+    for task in suite.tasks:
+        for model in suite.models:
+            expected = sum(1 for r in suite.runs if r.task == task and r.model == model)
+            if not expected:
+                continue
+            sel = runs[(runs.task == task) & (runs.model == model)] if len(runs) else runs
+            for metric in METRICS:
+                v = sel[metric].to_numpy(float) if len(sel) else np.zeros(0)
+                out.append(
+                    {
+                        "task": task,
+                        "model": model,
+                        "metric": metric,
+                        "mean": float(v.mean()) if len(v) else np.nan,
+                        "std": float(v.std(ddof=1)) if len(v) > 1 else (0.0 if len(v) else np.nan),
+                        "n": len(v),
+                        "expected": expected,
+                        "wall_seconds": float(sel["wall_seconds"].mean()) if len(sel) else np.nan,
+                    }
+                )
+    table = pd.DataFrame(out)
+    if len(table):
+        table["rank"] = table.groupby(["task", "metric"])["mean"].rank(method="min").astype("Int64")
+    return table
+
+
+def leaderboard_table(suite: Suite, table: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Markdown: one row per model, ``mean ± std (rank)`` per task × metric, wall time per run."""
+    cols = [(t, m) for t in suite.tasks for m in METRICS if ((table.task == t) & (table.metric == m)).any()]
+    head = ["model"] + [f"{t} {m.upper()}" for t, m in cols] + ["wall s/run", "runs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for model in suite.models:
+        cells = [f"`{model}`"]
+        for t, m in cols:
+            r = table[(table.task == t) & (table.metric == m) & (table.model == model)]
+            if not len(r) or r.n.iloc[0] == 0:
+                cells.append("—")
+                continue
+            r = r.iloc[0]
+            best = "**" if r["rank"] == 1 else ""
+            partial = "" if r.n == r.expected else f" [{r.n}/{r.expected}]"
+            cells.append(f"{best}{r['mean']:.2f} ± {r['std']:.2f}{best} ({r['rank']}){partial}")
+        mine = runs[runs.model == model] if len(runs) else runs
+        cells.append(f"{mine['wall_seconds'].mean():.1f}" if len(mine) else "—")
+        cells.append(str(len(mine)))
+        lines.append("| " + " | ".join(cells) + " |")
+    for task, refs in suite.reference.items():
+        lines.append("")
+        lines.append(
+            f"Published {task} MAE for comparison (not run here): " + ", ".join(f"{k} {v:.2f}" for k, v in refs.items())
+        )
+    return "\n".join(lines) + "\n"
+
+
+def station_errors(stations: pd.DataFrame) -> pd.DataFrame:
+    """Mean hidden-station MAE per task × model × station over folds and seeds."""
+    if not len(stations):
+        return stations
+    return stations.groupby(["task", "model", "station"], as_index=False)["mae"].mean()
+
+
+def write_leaderboard(suite: Suite, out: str | Path) -> tuple[str, pd.DataFrame]:
+    """Write ``leaderboard.md``, ``leaderboard.csv``, ``runs.csv`` and ``station_errors.csv`` into
+    ``out``; returns the markdown and the long table."""
+    out = Path(out)
+    runs, stations = collect_results(suite, out)
+    table = summarise(suite, runs)
+    md = f"# {suite.name}\n\n" + (suite.description.strip() + "\n\n" if suite.description else "")
+    md += "Hidden-station error in original units, mean ± std over station folds × seeds; (rank) per column, "
+    md += "best in bold; [n/N] marks a cell with unfinished runs.\n\n" + leaderboard_table(suite, table, runs)
+    (out / "leaderboard.md").write_text(md, encoding="utf-8")
+    table.to_csv(out / "leaderboard.csv", index=False)
+    runs.to_csv(out / "runs.csv", index=False)
+    station_errors(stations).to_csv(out / "station_errors.csv", index=False)
+    return md, table

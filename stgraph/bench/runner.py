@@ -1,0 +1,139 @@
+"""Run a suite: every run in its own folder under ``OUT/runs``, finished runs skipped, crashed
+runs resumed from their last checkpoint, runs spread over worker processes.
+
+Workers are spawned processes (never forked after torch has started threads); each loads a
+dataset once and keeps it for the runs it is given, and sets torch to ``threads`` threads so
+``workers × threads`` matches the cores. On Linux a worker dies with the process that started it
+(no orphan keeps training after Ctrl-C or ``kill``), and each run holds a lock on its folder, so
+two invocations on the same ``OUT`` never train the same run at once. A run's wall time is
+recorded in its ``bench.json``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import functools
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from stgraph.bench.suite import RunSpec, Suite
+from stgraph.engine.config import DataConfig
+from stgraph.engine.runs import RunDir
+
+BENCH_FILE = "bench.json"
+
+
+def run_root(out: str | Path, spec: RunSpec) -> tuple[Path, str]:
+    """(parent folder, run folder name) of one run: ``OUT/runs/task/model``, ``foldF-seedS``."""
+    parent, name = spec.name.rsplit("/", 1)
+    return Path(out) / "runs" / parent, name
+
+
+def is_finished(out: str | Path, spec: RunSpec) -> bool:
+    parent, name = run_root(out, spec)
+    return (parent / name / BENCH_FILE).exists() and RunDir(parent / name).is_finished()
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(dataset: str, data_dir: str | None, start: str | None, end: str | None):
+    from stgraph.engine.experiment import load_experiment_data
+
+    return load_experiment_data(DataConfig(dataset=dataset, data_dir=data_dir, start=start, end=end))
+
+
+class RunLockedError(RuntimeError):
+    """Another process is running this run right now."""
+
+
+@contextlib.contextmanager
+def run_lock(parent: Path, name: str):
+    """An exclusive lock on ``parent/.name.lock`` while this process runs the run (the OS
+    releases it if the process dies)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = parent / name
+    with open(parent / f".{name}.lock", "w") as f:
+        if sys.platform != "win32":
+            import fcntl
+
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLockedError(f"{folder} is being run by another process") from None
+        yield
+
+
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, get SIGTERM when the parent process exits."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def execute(spec: RunSpec, out: str, threads: int | None = None) -> dict:
+    """Run one suite run (training resumes if its folder holds a crashed run); returns a summary."""
+    import torch
+
+    from stgraph.engine.run import run_experiment
+
+    if threads:
+        torch.set_num_threads(threads)
+    dc = spec.config.data
+    data = _dataset(dc.dataset, dc.data_dir, dc.start, dc.end)
+    parent, name = run_root(out, spec)
+    t0 = time.perf_counter()
+    with run_lock(parent, name):
+        run, metrics = run_experiment(spec.config, parent, name=name, data=data, progress=False)
+        record = {
+            "run": spec.name,
+            "wall_seconds": time.perf_counter() - t0,
+            "threads": torch.get_num_threads(),
+            "pid": os.getpid(),
+        }
+        run.write_json(BENCH_FILE, record)
+    return {**record, "mae": metrics["test"]["hidden"]["overall"]["mae"]}
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    on_done: Callable[[RunSpec, dict], None] | None = None,
+) -> list[RunSpec]:
+    """Run every unfinished run of ``suite`` into ``out``; returns the runs executed now.
+
+    ``workers=0`` runs in this process (tests, debugging); otherwise a pool of spawned workers.
+    ``threads`` per worker defaults to ``cpu_count // workers`` (at least 1).
+    """
+    out = Path(out)
+    todo = [s for s in suite.runs if not is_finished(out, s)]
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    if workers == 0 or len(todo) <= 1:
+        for spec in todo:
+            info = execute(spec, str(out), threads)
+            if on_done:
+                on_done(spec, info)
+        return todo
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent) as pool:
+        futures = {pool.submit(execute, spec, str(out), threads): spec for spec in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                info = fut.result()  # a failed run stops the suite with its error; finished runs stay
+                if on_done:
+                    on_done(futures[fut], info)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return todo

@@ -1,0 +1,161 @@
+"""The benchmark runner: suites expand and validate, runs resume after an interruption, the
+worker pool gives the same numbers as one process, leaderboards aggregate what the runs wrote."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+import stgraph.bench.runner as runner
+from stgraph.bench import load_suite, run_suite, write_leaderboard
+from stgraph.bench.suite import suite_from_dict
+from stgraph.cli import main
+from stgraph.engine.config import ConfigError
+
+
+def small_suite(**over):
+    d = {
+        "name": "t",
+        "folds": [0, 1],
+        "seeds": [0, 1],
+        "base": {
+            "data": {
+                "dataset": "aqi36",
+                "target_channels": ["PM2.5"],
+                "start": "2014-05-01",
+                "end": "2014-07-31",
+                "window": 8,
+                "eval_steps": [1],
+            },
+            "split": {"method": "kfold", "n_folds": 4, "val": 2, "time_val": 0.15, "time_test": 0.15},
+            "train": {"epochs": 1, "max_train_windows": 32, "max_eval_windows": 16, "batch_size": 16},
+        },
+        "tasks": {"krige": {"data": {"task": "krige"}}, "short": {"data": {"task": "forecast", "horizon": 4}}},
+        "models": {
+            "aqnet": {"hparams": {"hidden_channels": 8, "num_layers": 1, "heads": 2, "k": 4}},
+            "idw": {},
+            "idw-p2": {"model": "idw", "hparams": {"power": 2.0}},
+        },
+    }
+    d.update(over)
+    return suite_from_dict(d)
+
+
+def test_suite_expands_models_tasks_folds_seeds():
+    s = small_suite()
+    # aqnet: 2 tasks x 2 folds x 2 seeds; each idw row: 2 tasks x 2 folds (no parameters: one seed)
+    assert len(s.runs) == 8 + 4 + 4
+    assert {r.config.split.fold for r in s.runs} == {0, 1}
+    r = next(r for r in s.runs if r.model == "idw-p2")
+    assert r.config.model.name == "idw" and r.config.model.hparams == {"power": 2.0}
+    assert next(r for r in s.runs if r.task == "short").config.data.horizon == 4
+    assert len(s.select(models=["idw"], folds=[1]).runs) == 2
+
+
+def test_shipped_suites_load_and_cover_every_model():
+    from stgraph.models import MODELS
+
+    uci = load_suite("configs/bench/uci12.yaml")
+    aqi = load_suite("configs/bench/aqi36.yaml")
+    assert set(uci.models) == set(MODELS)
+    assert {r.task for r in uci.runs} == {"krige", "short", "long"}
+    assert {r.config.split.fold for r in uci.runs} == {0, 1, 2, 3} and {r.seed for r in uci.runs} == {0, 1, 2}
+    impute = [r for r in aqi.runs if r.task == "impute"]
+    assert impute and all(r.config.split.test_months == [3, 6, 9, 12] for r in impute)
+    assert aqi.reference["impute"]["GRIN"] == 12.08
+
+
+def test_suite_errors_name_the_place():
+    with pytest.raises(ConfigError, match="unknown keys"):
+        small_suite(typo=1)
+    with pytest.raises(ConfigError, match=r"models.x: unknown model 'nope'"):
+        small_suite(models={"x": {"model": "nope"}})
+    with pytest.raises(ConfigError, match=r"train.epochs"):
+        small_suite(models={"aqnet": {"train": {"epochs": "ten"}}})
+    with pytest.raises(ValueError, match="unknown model"):
+        small_suite().select(models=["gru"])
+
+
+def test_runner_resumes_after_interruption(tmp_path, monkeypatch):
+    suite = small_suite(folds=[0], seeds=[0, 1])
+    real, calls = runner.execute, []
+
+    def flaky(spec, out, threads=None):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C during the third run
+        calls.append(spec.name)
+        return real(spec, out, threads)
+
+    monkeypatch.setattr(runner, "execute", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, tmp_path, workers=0)
+    first = list(calls)
+    stamps = {n: (tmp_path / "runs" / n / "metrics.json").stat().st_mtime_ns for n in first}
+    monkeypatch.setattr(runner, "execute", real)
+    redo = run_suite(suite, tmp_path, workers=0)
+    assert {r.name for r in redo} == {r.name for r in suite.runs} - set(first)  # finished runs are not redone
+    assert all((tmp_path / "runs" / n / "metrics.json").stat().st_mtime_ns == t for n, t in stamps.items())
+    assert run_suite(suite, tmp_path, workers=0) == []  # nothing left
+
+    md, table = write_leaderboard(suite, tmp_path)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == len(suite.runs)
+    idw = runs[(runs.model == "idw") & (runs.task == "krige")]
+    row = table[(table.model == "idw") & (table.task == "krige") & (table.metric == "mae")].iloc[0]
+    assert row["mean"] == pytest.approx(idw.mae.mean()) and row["n"] == 1
+    metrics = json.loads((tmp_path / "runs/krige/idw/fold0-seed0/metrics.json").read_text())
+    assert row["mean"] == pytest.approx(metrics["test"]["hidden"]["overall"]["mae"])
+    assert "| `idw` |" in md and (tmp_path / "leaderboard.csv").exists()
+    ranks = table[(table.task == "krige") & (table.metric == "mae")].sort_values("mean")["rank"].tolist()
+    assert ranks == sorted(ranks) and ranks[0] == 1
+
+
+def test_worker_pool_matches_one_process(tmp_path):
+    suite = small_suite(folds=[0, 1], models={"idw": {}, "idw-p2": {"model": "idw", "hparams": {"power": 2.0}}})
+    run_suite(suite, tmp_path / "pool", workers=2)
+    run_suite(suite, tmp_path / "solo", workers=0)
+    key, cols = ["task", "model", "fold", "seed"], ["mae", "rmse", "count"]
+    tables = []
+    for d in ("pool", "solo"):
+        write_leaderboard(suite, tmp_path / d)
+        tables.append(pd.read_csv(tmp_path / d / "runs.csv").sort_values(key)[key + cols].reset_index(drop=True))
+    pd.testing.assert_frame_equal(*tables)
+    pids = {json.loads(p.read_text())["pid"] for p in (tmp_path / "pool").rglob("bench.json")}
+    assert os.getpid() not in pids  # the pool's runs ran in worker processes
+
+
+def test_cli_benchmark_prints_leaderboard_and_map(tmp_path, capsys):
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: cli\nfolds: [0, 1, 2, 3]\nbase:\n  data: {dataset: aqi36, target_channels: [PM2.5], start: '2014-05-01',"
+        " end: '2014-06-30', window: 8, eval_steps: [1], task: krige}\n  split: {method: kfold, n_folds: 4, val: 2}\n"
+        "  train: {max_eval_windows: 16}\ntasks:\n  krige: {}\nmodels:\n  idw: {}\n  knn: {}\n"
+    )
+    assert main(["benchmark", str(path), "--out", str(tmp_path / "out"), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| `idw` |" in out and "| `knn` |" in out
+    assert list((tmp_path / "out" / "maps").glob("krige_*.png"))
+
+
+def test_a_run_in_progress_elsewhere_is_not_run_twice(tmp_path):
+    from stgraph.bench.runner import RunLockedError, run_lock
+
+    with run_lock(tmp_path, "fold0-seed0"):
+        with pytest.raises(RunLockedError, match="another process"):
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(1) as pool:  # another process tries the same run
+                pool.apply(_try_lock, (str(tmp_path),))
+    with run_lock(tmp_path, "fold0-seed0"):  # released on exit
+        pass
+
+
+def _try_lock(path):
+    from pathlib import Path
+
+    from stgraph.bench.runner import run_lock
+
+    with run_lock(Path(path), "fold0-seed0"):
+        pass
