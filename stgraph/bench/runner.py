@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stgraph.bench.suite import RunSpec, Suite
-from stgraph.engine.config import DataConfig
+from stgraph.engine.config import DataConfig, config_to_dict, load_config
 from stgraph.engine.runs import RunDir
 
 BENCH_FILE = "bench.json"
@@ -35,8 +35,38 @@ def run_root(out: str | Path, spec: RunSpec) -> tuple[Path, str]:
     return Path(out) / "runs" / parent, name
 
 
+class SuiteChangedError(ValueError):
+    """A run folder holds a run of a different configuration than the suite asks for."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_config(folder: Path, spec: RunSpec) -> None:
+    """Refuse to resume (or skip) a run whose saved config differs from the suite's: results of
+    two configurations must never be mixed in one leaderboard cell."""
+    saved_path = RunDir(folder).config_path
+    if not saved_path.exists():
+        return
+    saved, want = _flat(config_to_dict(load_config(saved_path))), _flat(config_to_dict(spec.config))
+    diff = sorted(k for k in saved.keys() | want.keys() if k != "name" and saved.get(k) != want.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {want.get(k)!r}" for k in diff[:5])
+        raise SuiteChangedError(
+            f"{folder} was run with another configuration ({shown}); use a new --out folder or delete that run"
+        )
+
+
 def is_finished(out: str | Path, spec: RunSpec) -> bool:
     parent, name = run_root(out, spec)
+    check_same_config(parent / name, spec)
     return (parent / name / BENCH_FILE).exists() and RunDir(parent / name).is_finished()
 
 

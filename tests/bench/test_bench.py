@@ -159,3 +159,13 @@ def _try_lock(path):
 
     with run_lock(Path(path), "fold0-seed0"):
         pass
+
+
+def test_a_changed_suite_does_not_mix_configurations(tmp_path):
+    from stgraph.bench.runner import SuiteChangedError
+
+    suite = small_suite(folds=[0], models={"idw": {}})
+    run_suite(suite, tmp_path, workers=0)
+    changed = small_suite(folds=[0], models={"idw": {"hparams": {"power": 3.0}}})
+    with pytest.raises(SuiteChangedError, match=r"model.hparams.power: None -> 3.0"):
+        run_suite(changed, tmp_path, workers=0)
