@@ -95,9 +95,12 @@ def _benchmark(args) -> int:
 
     def report(spec, info):
         done[0] += 1
-        print(
-            f"[{done[0]}/{len(todo)}] {spec.name:42s} MAE {info['mae']:8.3f}  {info['wall_seconds']:6.1f} s", flush=True
+        what = (
+            f"skipped: {info['skipped']}"
+            if "skipped" in info
+            else f"MAE {info['mae']:8.3f}  {info['wall_seconds']:6.1f} s"
         )
+        print(f"[{done[0]}/{len(todo)}] {spec.name:42s} {what}", flush=True)
 
     from stgraph.bench.runner import is_finished
 

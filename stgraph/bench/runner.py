@@ -119,7 +119,13 @@ def execute(spec: RunSpec, out: str, threads: int | None = None) -> dict:
     data = _dataset(dc.dataset, dc.data_dir, dc.start, dc.end)
     parent, name = run_root(out, spec)
     t0 = time.perf_counter()
-    with run_lock(parent, name):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(parent, name))
+        except RunLockedError:  # another invocation on the same OUT is running it: leave it to that one
+            return {"run": spec.name, "skipped": "running in another process"}
+        if is_finished(out, spec):  # finished by another invocation since this one made its list
+            return {**RunDir(parent / name).read_json(BENCH_FILE), "skipped": "finished by another process"}
         run, metrics = run_experiment(spec.config, parent, name=name, data=data, progress=False)
         record = {
             "run": spec.name,

@@ -138,29 +138,6 @@ def test_cli_benchmark_prints_leaderboard_and_map(tmp_path, capsys):
     assert list((tmp_path / "out" / "maps").glob("krige_*.png"))
 
 
-def test_a_run_in_progress_elsewhere_is_not_run_twice(tmp_path):
-    from stgraph.bench.runner import RunLockedError, run_lock
-
-    with run_lock(tmp_path, "fold0-seed0"):
-        with pytest.raises(RunLockedError, match="another process"):
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(1) as pool:  # another process tries the same run
-                pool.apply(_try_lock, (str(tmp_path),))
-    with run_lock(tmp_path, "fold0-seed0"):  # released on exit
-        pass
-
-
-def _try_lock(path):
-    from pathlib import Path
-
-    from stgraph.bench.runner import run_lock
-
-    with run_lock(Path(path), "fold0-seed0"):
-        pass
-
-
 def test_a_changed_suite_does_not_mix_configurations(tmp_path):
     from stgraph.bench.runner import SuiteChangedError
 
@@ -169,3 +146,23 @@ def test_a_changed_suite_does_not_mix_configurations(tmp_path):
     changed = small_suite(folds=[0], models={"idw": {"hparams": {"power": 3.0}}})
     with pytest.raises(SuiteChangedError, match=r"model.hparams.power: None -> 3.0"):
         run_suite(changed, tmp_path, workers=0)
+
+
+def test_two_invocations_on_one_out_share_the_work(tmp_path):
+    """A run locked by another process is skipped, one finished meanwhile is not redone."""
+    from stgraph.bench.runner import execute, run_lock, run_root
+
+    suite = small_suite(folds=[0], models={"idw": {}})
+    first, second = suite.runs
+    parent, name = run_root(tmp_path, first)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with run_lock(parent, name), ctx.Pool(1) as pool:  # this process "runs" it; another one tries
+        assert pool.apply(execute, (first, str(tmp_path))) == {
+            "run": first.name,
+            "skipped": "running in another process",
+        }
+    done = execute(second, str(tmp_path))
+    again = execute(second, str(tmp_path))
+    assert again["skipped"] == "finished by another process" and again["wall_seconds"] == done["wall_seconds"]
