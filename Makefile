@@ -40,8 +40,8 @@ demo: setup
 
 # The full suites behind benchmarks/results/{uci12,aqi36}.md (about an hour each on 2 CPU cores).
 bench: setup
-	$(BIN)/python benchmarks/suite_report.py configs/bench/uci12.yaml --out outputs/bench/uci12 --result benchmarks/results/uci12.md
-	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36.yaml --out outputs/bench/aqi36 --result benchmarks/results/aqi36.md
+	$(BIN)/python benchmarks/suite_report.py configs/bench/uci12.yaml --out outputs/bench/uci12 --result benchmarks/results/uci12.md --notes benchmarks/notes/uci12.md
+	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36.yaml --out outputs/bench/aqi36 --result benchmarks/results/aqi36.md --notes benchmarks/notes/aqi36.md
 
 lint: setup
 	$(BIN)/ruff check stgraph tests benchmarks

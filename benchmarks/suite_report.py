@@ -47,6 +47,22 @@ def _commit() -> str:
         return "unknown"
 
 
+def run_commits(suite, out) -> str:
+    """The git commits the runs recorded in their env.json (and whether the checkout was dirty)."""
+    from collections import Counter
+
+    from stgraph.bench.runner import run_root
+
+    seen = Counter()
+    for spec in suite.runs:
+        parent, name = run_root(out, spec)
+        env = parent / name / "env.json"
+        if env.exists():
+            e = json.loads(env.read_text())
+            seen[f"{(e.get('git_commit') or 'unknown')[:7]}{' (dirty)' if e.get('git_dirty') else ''}"] += 1
+    return ", ".join(f"`{c}` × {n}" for c, n in seen.most_common())
+
+
 def horizon_table(runs: pd.DataFrame, suite) -> str:
     """MAE at the suite's reported steps (hours, or days for daily scoring), mean over runs."""
     out = []
@@ -90,9 +106,10 @@ def main() -> None:
         f"- command: `{command}` (equivalently `stgraph benchmark {args.suite} --out {args.out}`)",
         f"- machine: {_cpu()}, {os.cpu_count()} cores, no GPU; {args.workers} worker processes × "
         f"{max(1, (os.cpu_count() or 1) // args.workers)} torch thread",
-        f"- code: git `{_commit()}`; suite file `{args.suite}`",
-        f"- runs: {len(runs)} finished of {len(suite.runs)}; sum of run wall times {total / 60:.1f} min "
-        f"(≈ {total / 60 / args.workers:.1f} min elapsed on {args.workers} workers); this invocation {elapsed:.0f} s",
+        f"- code: runs recorded git {run_commits(suite, args.out)}; report written at `{_commit()}`; "
+        f"suite file `{args.suite}`",
+        f"- runs: {len(runs)} finished of {len(suite.runs)}; sum of the runs' wall times {total / 60:.1f} min "
+        f"(run {args.workers} at a time); this invocation {elapsed:.0f} s (it only runs what is unfinished)",
         "",
         md.split("\n", 2)[2],  # the leaderboard without its title
         "## Per-horizon error",
