@@ -32,8 +32,8 @@ def make_batch(task: str, seed: int = 0, b: int = 4, w: int = 12, h: int = 3) ->
 
 
 def check_contract(name: str, hparams: dict, task: str, *, overfit: bool = True) -> None:
-    """Shapes, finiteness, masked inputs ignored, no targets, reset, and (``overfit``) that 150
-    Adam steps fit one random batch to under 30% of the initial loss."""
+    """Shapes, finiteness, masked inputs ignored, station order irrelevant, no targets, reset,
+    and (``overfit``) that 150 Adam steps fit one random batch to under 30% of the initial loss."""
     torch.manual_seed(0)
     batch, sizes = make_batch(task)
     h = sizes.horizon
@@ -51,6 +51,14 @@ def check_contract(name: str, hparams: dict, task: str, *, overfit: bool = True)
     out = model(noisy)
     torch.testing.assert_close(out.src, ref.src)
     torch.testing.assert_close(out.tgt, ref.tgt)
+
+    # no per-station parameters: reordering the visible stations reorders their outputs only
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    shuffled = copy.copy(batch)
+    shuffled.x, shuffled.x_mask, shuffled.pos_src = batch.x[:, :, perm], batch.x_mask[:, :, perm], batch.pos_src[perm]
+    out = model(shuffled)
+    torch.testing.assert_close(out.src, ref.src[:, :, perm], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.tgt, ref.tgt, rtol=1e-4, atol=1e-5)
 
     # no target stations (in-sample imputation, or a forecast at the visible stations only)
     alone = copy.copy(batch)

@@ -153,11 +153,10 @@ def test_sampling_probability():
     assert sampling_probability(10**9, c) < 1e-100  # no overflow
 
 
-def test_aligned_output_is_bidirectional_and_permutation_equivariant():
+def test_aligned_output_is_bidirectional():
     batch, sizes = make_batch("krige")
     torch.manual_seed(0)
     model = build_model("dcrnn", sizes, {**TINY, "max_diffusion_step": 2}).eval()
-    ref = model(batch)
     changed = copy.copy(batch)
     changed.x = batch.x.clone()
     changed.x[:, 5] += batch.x_mask[:, 5] * 1.0  # observed values at step 5 only
@@ -171,12 +170,6 @@ def test_aligned_output_is_bidirectional_and_permutation_equivariant():
         for t in range(12):
             for x, y in ((a.src, b.src), (a.tgt, b.tgt)):
                 assert torch.allclose(x[:, t], y[:, t]) == (t not in moved_steps)
-    perm = torch.tensor([3, 0, 4, 1, 2])
-    shuffled = copy.copy(batch)
-    shuffled.x, shuffled.x_mask, shuffled.pos_src = batch.x[:, :, perm], batch.x_mask[:, :, perm], batch.pos_src[perm]
-    out = model(shuffled)
-    torch.testing.assert_close(out.src, ref.src[:, :, perm])
-    torch.testing.assert_close(out.tgt, ref.tgt)
 
 
 def test_bad_options():

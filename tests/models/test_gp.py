@@ -93,16 +93,6 @@ def test_zero_noise_interpolates_observed_stations():
     assert (loose.tgt[..., 0][obs] - truth[obs]).abs().max() > 0.05
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny batched Cholesky factorisations gain nothing from threads; on a shared, oversubscribed
-    CPU the threaded triangular solves of their backward pass are 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gp_samples(n_pos=30, n_steps=64, ell=15.0, noise=0.01, seed=0):
     g = torch.Generator().manual_seed(seed)
     pos = torch.stack([39.7 + 0.6 * torch.rand(n_pos, generator=g), 116.0 + 0.8 * torch.rand(n_pos, generator=g)], -1)
@@ -117,7 +107,6 @@ def _gp_samples(n_pos=30, n_steps=64, ell=15.0, noise=0.01, seed=0):
 
 
 @pytest.mark.parametrize("start_km", [60.0, 4.0])
-@pytest.mark.usefixtures("one_thread")
 def test_marginal_likelihood_recovers_the_lengthscale(start_km):
     batch, sizes = _gp_samples()
     model = GPKriging(sizes, GPParams(lengthscale_km=start_km, mean="zero"))
@@ -131,7 +120,6 @@ def test_marginal_likelihood_recovers_the_lengthscale(start_km):
     assert 1.0 / 1.5 < model.variance < 1.0 * 1.5
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_cross_validation_loss_fits_the_lengthscale():
     """The engine's objective: hide stations, predict them from the others (CV fitting)."""
     full, sizes = _gp_samples(seed=1)

@@ -12,15 +12,6 @@ from tests.models.contract import POS, make_batch
 TINY = {"hidden_channels": 16, "bottleneck_channels": 8, "kt": 3, "ks": 3, "k": 3, "dropout": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add overhead on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --- dense reference of one ST-Conv block ----------------------------------------------------
 
 

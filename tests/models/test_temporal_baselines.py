@@ -9,20 +9,9 @@ from stgraph.models import DataSizes, build_model
 from stgraph.models.baselines.idw import last_observed
 from stgraph.models.baselines.patchtst import make_patches, num_patches
 from tests.models.contract import POS, make_batch
+from tests.models.test_contract import TINY as CONTRACT_TINY
 
-TINY = {
-    "linear": {},
-    "lstm": {"hidden_channels": 16, "num_layers": 1, "dropout": 0.0},
-    "patchtst": {
-        "patch_len": 4,
-        "stride": 2,
-        "d_model": 16,
-        "heads": 2,
-        "num_layers": 1,
-        "ff_channels": 32,
-        "dropout": 0.0,
-    },
-}
+TINY = {name: CONTRACT_TINY[name] for name in ("linear", "lstm", "patchtst")}
 NAMES = sorted(TINY)
 
 
