@@ -138,7 +138,9 @@ class TrainConfig:
         seed: Seed of initialisation and batch order.
         max_train_windows: Subsample this many training windows per epoch; None = all.
         max_eval_windows: Evaluate on at most this many windows; None = all.
-        hide_fraction: Fraction of visible training stations hidden per batch.
+        hide_fraction: Fraction of visible training stations hidden per batch (``impute``: of cells).
+        hide_block: ``impute`` only: length in steps of the gaps hidden in training; 1 = single
+            cells. Longer gaps mimic evaluation masks made of outages.
         src_loss_weight: Weight of the loss on the visible (source) stations.
         num_threads: ``torch.set_num_threads``; None = torch's default.
     """
@@ -153,6 +155,7 @@ class TrainConfig:
     max_train_windows: int | None = None
     max_eval_windows: int | None = None
     hide_fraction: float = 0.25
+    hide_block: int = 1
     src_loss_weight: float = 1.0
     num_threads: int | None = None
 

@@ -40,11 +40,22 @@ def _hide(n: int, fraction: float, gen: torch.Generator) -> tuple[np.ndarray, np
     return np.sort(perm[n_hide:]), np.sort(perm[:n_hide])
 
 
+def hidden_cells(shape: tuple[int, ...], fraction: float, block: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, W, N, C) bool cells to hide for ``impute`` training: about ``fraction`` of them, as
+    gaps of ``block`` consecutive steps (each step starts a gap with probability fraction/block)."""
+    if block <= 1:
+        return torch.rand(shape, generator=gen) < fraction
+    starts = (torch.rand(shape, generator=gen) < fraction / block).to(torch.int32)
+    ends = torch.cumsum(starts, dim=1)  # started gaps up to each step
+    before = torch.nn.functional.pad(ends, (0, 0, 0, 0, block, 0))[:, :-block]  # started up to step t - block
+    return (ends - before) > 0  # a gap started within the last `block` steps
+
+
 def _step(model: StationModel, exp: Experiment, w, src, tgt, nodes, src_weight: float, gen: torch.Generator):
     """Masked MSE of one batch (standardised units)."""
     y, y_mask, _ = exp.out_window(w)
     if exp.task == "impute":  # hide random observed cells; score the completed series there
-        keep = torch.rand(w.x_mask.shape, generator=gen) >= exp.cfg.train.hide_fraction
+        keep = ~hidden_cells(w.x_mask.shape, exp.cfg.train.hide_fraction, exp.cfg.train.hide_block, gen)
         pred = model(exp.batch(replace(w, x=w.x * keep, x_mask=w.x_mask & keep), src, tgt, nodes))
         kept = keep[..., exp.targets]
         loss = masked_mse(pred.src, y, y_mask & ~kept)

@@ -84,3 +84,20 @@ def test_average_overlapping_windows_by_hand():
     assert p.flatten().tolist() == [1.0, 3.5, 4.5, 7.0]  # t=1: (2 + 5) / 2, t=2: (3 + 6) / 2
     assert t.flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
     assert p.shape == (1, 4, 1, 1) and m.flatten().tolist()[0] and m.flatten().tolist()[3]
+
+
+def test_hidden_cells_come_as_gaps_of_the_block_length():
+    from stgraph.engine.trainer import hidden_cells
+
+    g = torch.Generator().manual_seed(0)
+    points = hidden_cells((64, 48, 10, 2), 0.25, 1, g)
+    assert abs(points.float().mean() - 0.25) < 0.01
+    gaps = hidden_cells((64, 48, 10, 2), 0.25, 6, g)
+    assert 0.15 < gaps.float().mean() < 0.3
+    series = gaps.permute(0, 2, 3, 1).reshape(-1, 48).int()
+    edges = torch.diff(torch.nn.functional.pad(series, (1, 1)), dim=1)
+    starts, ends = (edges == 1).nonzero(), (edges == -1).nonzero()
+    lengths = ends[:, 1] - starts[:, 1]
+    inside = (starts[:, 1] > 0) & (ends[:, 1] < 48)  # gaps cut by the window edges may be shorter
+    assert (lengths[inside] >= 6).all()
+    assert (lengths[inside] == 6).float().mean() > 0.5  # mostly single gaps, some merged
