@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stgraph.bench import load_suite, run_suite, write_leaderboard  # noqa: E402
-from stgraph.bench.leaderboard import collect_results  # noqa: E402
 
 
 def _cpu() -> str:
@@ -97,7 +96,7 @@ def main() -> None:
     run_suite(suite, args.out, workers=args.workers, threads=max(1, (os.cpu_count() or 1) // args.workers))
     elapsed = time.perf_counter() - t0
     md, _ = write_leaderboard(suite, args.out)
-    runs, _ = collect_results(suite, args.out)
+    runs = pd.read_csv(Path(args.out) / "runs.csv")  # written by write_leaderboard
     total = runs["wall_seconds"].sum()
     command = f"python benchmarks/suite_report.py {args.suite} --out {args.out} --result {args.result}"
     lines = [

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stgraph.bench.leaderboard import collect_results, station_errors, summarise
 from stgraph.bench.suite import Suite
 from stgraph.engine.experiment import load_experiment_data
 from stgraph.viz.maps import plot_station_map
@@ -15,13 +14,15 @@ from stgraph.viz.maps import plot_station_map
 
 def write_error_maps(suite: Suite, out: str | Path) -> list[Path]:
     """For each task, a map of the best model's (lowest mean MAE) hidden-station MAE, averaged
-    over the folds × seeds in which each station was hidden. Returns the written PNGs."""
+    over the folds × seeds in which each station was hidden. Draws from the ``leaderboard.csv``
+    and ``station_errors.csv`` that :func:`~stgraph.bench.write_leaderboard` wrote into ``out``.
+    Returns the written PNGs."""
     out = Path(out)
-    runs, stations = collect_results(suite, out)
-    if not len(runs):
+    try:
+        table = pd.read_csv(out / "leaderboard.csv")
+        errors = pd.read_csv(out / "station_errors.csv", dtype={"station": str})
+    except (FileNotFoundError, pd.errors.EmptyDataError):  # no finished run yet
         return []
-    table = summarise(suite, runs)
-    errors = station_errors(stations)
     paths = []
     for task in suite.tasks:
         mae = table[(table.task == task) & (table.metric == "mae") & (table.n > 0)]

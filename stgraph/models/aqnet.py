@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
-from stgraph.graph.build import bipartite_knn_graph
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
+from stgraph.models.readout import idw_readout
 from stgraph.nn.encoder import LSTMAttentionEncoder
 from stgraph.nn.neural_knn import NeuralKNNInterpolation
 
@@ -124,11 +124,4 @@ class AQNetRef(_AQNetBase):
 
     def forward(self, batch: GraphBatch) -> Prediction:
         _, y_src = self._visible(batch)
-        b, h, n_src, c = y_src.shape
-        if batch.pos_tgt.size(0) == 0:
-            return Prediction(y_src, y_src.new_zeros(b, h, 0, c))
-        g = bipartite_knn_graph(batch.pos_src.cpu(), batch.pos_tgt.cpu(), self.params.k, weight="inverse")
-        w = torch.zeros(batch.pos_tgt.size(0), n_src, dtype=y_src.dtype)
-        w[g.edge_index[1], g.edge_index[0]] = g.edge_weight.to(y_src.dtype)
-        w = (w / w.sum(1, keepdim=True)).to(y_src.device)  # (N_tgt, N_src), rows sum to 1
-        return Prediction(y_src, torch.einsum("ts,bhsc->bhtc", w, y_src.detach()))
+        return Prediction(y_src, idw_readout(y_src, batch.pos_src, batch.pos_tgt, power=1.0, k=self.params.k))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from stgraph.graph.build import station_knn_graph
+from stgraph.graph.weights import gaussian_kernel
 from stgraph.models.base import GraphBatch, Prediction
 
 
@@ -47,8 +48,7 @@ def union_graph(pos: torch.Tensor, k: int, sigma_km: float | None = None) -> tup
         return torch.zeros(2, 0, dtype=torch.long, device=pos.device), torch.zeros(0, device=pos.device)
     g = station_knn_graph(pos.detach().cpu(), min(k, pos.size(0) - 1), weight="none")
     dist = g.edge_attr.squeeze(-1)
-    sigma = float(dist.mean()) if sigma_km is None else sigma_km
-    weight = torch.exp(-((dist / max(sigma, 1e-6)) ** 2))
+    weight = gaussian_kernel(dist, max(float(dist.mean()) if sigma_km is None else sigma_km, 1e-6))
     return g.edge_index.to(pos.device), weight.to(pos.device)
 
 

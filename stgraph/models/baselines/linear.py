@@ -12,11 +12,7 @@ zero, the untrained model is persistence. A series with no observed value in the
 
 Stations are forecast independently (the station axis is folded into the batch); a target
 station then takes the inverse-distance weighted mean of the visible stations' forecasts
-(forecast-then-interpolate, :func:`~stgraph.models.readout.idw_readout`, no gradient).
-
-This module also holds the helpers the other station-wise forecasters (LSTM, PatchTST) share:
-:func:`station_series` and :func:`readout_prediction`.
-"""
+(forecast-then-interpolate, :func:`~stgraph.models.readout.idw_readout`, no gradient)."""
 
 from __future__ import annotations
 
@@ -28,33 +24,7 @@ from torch import nn
 from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.baselines.idw import last_observed
-from stgraph.models.readout import idw_readout
-
-
-def station_series(batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fold the station axis into the batch: one sequence per (sample, visible station).
-
-    Returns:
-        seq: (B * N_src, W, 2 * C_in) ``[values * mask, mask]`` (unobserved values are 0 whatever x holds).
-        x_time: (B * N_src, W, 6) the window's cyclic encodings, repeated for each station.
-        y_time: (B * N_src, H, 6) the output steps' encodings.
-        Row ``b * N_src + i`` is station ``i`` of sample ``b``.
-    """
-    b, w, n, c = batch.x.shape
-    m = batch.x_mask.to(batch.x.dtype)
-    seq = torch.cat([torch.where(batch.x_mask, batch.x, 0.0), m], dim=-1)  # (B, W, N, 2C)
-    seq = seq.permute(0, 2, 1, 3).reshape(b * n, w, 2 * c)
-    x_time = batch.x_time.unsqueeze(1).expand(-1, n, -1, -1).reshape(b * n, w, -1)
-    y_time = batch.y_time.unsqueeze(1).expand(-1, n, -1, -1).reshape(b * n, batch.y_time.size(1), -1)
-    return seq, x_time, y_time
-
-
-def readout_prediction(y: torch.Tensor, batch: GraphBatch, power: float, k: int | None) -> Prediction:
-    """(B * N_src, H, C_out) station forecasts -> Prediction: ``src`` (B, H, N_src, C_out) and
-    ``tgt`` (B, H, N_tgt, C_out), the IDW readout (power, k nearest; None: all) without gradient."""
-    n = batch.pos_src.size(0)
-    src = y.reshape(-1, n, *y.shape[1:]).permute(0, 2, 1, 3)
-    return Prediction(src, idw_readout(src, batch.pos_src, batch.pos_tgt, power=power, k=k))
+from stgraph.models.readout import readout_prediction, station_series
 
 
 @dataclass

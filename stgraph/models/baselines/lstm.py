@@ -19,7 +19,7 @@ from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
-from stgraph.models.baselines.linear import readout_prediction, station_series
+from stgraph.models.readout import readout_prediction, station_series
 
 
 @dataclass

@@ -35,7 +35,7 @@ from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
-from stgraph.models.baselines.linear import readout_prediction
+from stgraph.models.readout import readout_prediction
 
 
 @dataclass
