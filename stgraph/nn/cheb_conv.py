@@ -10,6 +10,11 @@ with T_0 = I, T_1 = L~, T_k = 2 L~ T_{k-1} - T_{k-2}. W is the weighted adjacenc
 with the default λ_max = 2, L~ = -D^{-1/2} W D^{-1/2}. A node of degree 0 has an empty row in
 D^{-1/2} W D^{-1/2} (its D^{-1/2} is taken as 0), so its output stays finite.
 
+Equal (tested to 1e-5) to PyG's ``torch_geometric.nn.ChebConv(normalization="sym")`` with the same
+``lambda_max``, given the symmetrised W as its edge list. Two differences in what the edge list
+means: PyG uses the list as given (a directed list gives a non-symmetric L), and PyG drops
+self-loops where this one counts them as entries of W (as a dense W would).
+
 L~ is a sparse (N, N) tensor (``torch.sparse.mm``; no dense N × N matrix). The polynomial is
 evaluated on whichever side is narrower: on the inputs (K - 1 products with C_in channels) or, by
 Clenshaw's recurrence, on the projections X Θ_k (K - 1 products with C_out channels).

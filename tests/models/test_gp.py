@@ -160,3 +160,61 @@ def test_reset_and_bad_options():
         GPKriging(sizes, GPParams(mean="median"))
     with pytest.raises(ValueError, match="lengthscale_km must be > 0"):
         GPKriging(sizes, GPParams(lengthscale_km=0.0))
+
+
+# --- outside oracle: scikit-learn's GaussianProcessRegressor --------------------------------
+
+
+def _xyz_km(pos: np.ndarray) -> np.ndarray:
+    """Latitude/longitude (degrees) -> 3-D Earth-centred coordinates in km (chord distances)."""
+    lat, lon = np.radians(pos[:, 0]), np.radians(pos[:, 1])
+    return EARTH_RADIUS_KM * np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1)
+
+
+@pytest.mark.parametrize("mean", ["observed", "zero"])
+def test_posterior_mean_matches_scikit_learn(mean):
+    """GP kriging equals sklearn's GaussianProcessRegressor with ConstantKernel · Matérn(ν = 3/2) +
+    WhiteKernel (all fixed, ``optimizer=None``, ``alpha`` = the jitter, ``normalize_y=False``) on
+    the stations' xyz km coordinates, fitted per step on the stations observed then; the prior
+    mean (``observed``: the mean of those observations) is subtracted before the fit and added back."""
+    gp = pytest.importorskip("sklearn.gaussian_process")
+    kernels = pytest.importorskip("sklearn.gaussian_process.kernels")
+    ell, var, noise = 18.0, 1.7, 0.15
+    g = torch.Generator().manual_seed(5)
+    n_src, n_tgt, steps = 12, 4, 6
+    pos = torch.stack(
+        [39.7 + 0.5 * torch.rand(n_src + n_tgt, generator=g), 116.1 + 0.6 * torch.rand(n_src + n_tgt, generator=g)], -1
+    )
+    pos = pos.double()
+    x = torch.randn(1, steps, n_src, 1, generator=g, dtype=torch.float64)
+    mask = torch.rand(1, steps, n_src, 1, generator=g) > torch.linspace(0.0, 0.8, steps).view(1, steps, 1, 1)
+    mask[0, -1, :, 0] = False
+    mask[0, -1, 3, 0] = True  # one station observed
+    batch = GraphBatch(
+        torch.where(mask, x, 0), mask, torch.zeros(1, steps, 6), torch.zeros(1, steps, 6), pos[:n_src], pos[n_src:]
+    )
+    sizes = DataSizes(1, 1, (0,), window=steps, horizon=steps, task="krige")
+    with torch.no_grad():
+        out = GPKriging(sizes, GPParams(lengthscale_km=ell, variance=var, noise=noise, mean=mean))(batch)
+    assert out.tgt.dtype == torch.float64
+
+    kernel = kernels.ConstantKernel(var, "fixed") * kernels.Matern(ell, "fixed", nu=1.5) + kernels.WhiteKernel(
+        noise, "fixed"
+    )
+    xyz = _xyz_km(pos.numpy())
+    src_xyz, tgt_xyz = xyz[:n_src], xyz[n_src:]
+    counts = set()
+    for t in range(steps):
+        o = mask[0, t, :, 0].numpy()
+        counts.add(int(o.sum()))
+        y = x[0, t, o, 0].numpy()
+        mu = y.mean() if mean == "observed" else 0.0
+        reg = gp.GaussianProcessRegressor(kernel, alpha=JITTER, optimizer=None, normalize_y=False)
+        reg.fit(src_xyz[o], y - mu)
+        np.testing.assert_allclose(out.tgt[0, t, :, 0].numpy(), mu + reg.predict(tgt_xyz), rtol=0, atol=1e-6)
+        hidden = ~o
+        if hidden.any():
+            np.testing.assert_allclose(
+                out.src[0, t, hidden, 0].numpy(), mu + reg.predict(src_xyz[hidden]), rtol=0, atol=1e-6
+            )
+    assert len(counts) >= 4  # the steps really have different observation sets

@@ -82,3 +82,64 @@ def test_gradients_reach_inputs_and_weights():
     x = torch.randn(2, N, 3, requires_grad=True)
     conv(x, EDGES, WEIGHTS).pow(2).sum().backward()
     assert x.grad.abs().sum() > 0 and conv.weight.grad[2].abs().sum() > 0
+
+
+# --- outside oracle: PyG's own ChebConv -----------------------------------------------------
+
+
+def _symmetrised(edge_index, edge_weight, n):
+    """Both directions of every edge, the larger weight where both are given (stgraph's W)."""
+    flat = edge_index[1] * n + edge_index[0]
+    w = torch.zeros(n * n, dtype=edge_weight.dtype).scatter_reduce_(0, flat, edge_weight, reduce="amax").view(n, n)
+    w = torch.maximum(w, w.T)
+    ei = w.nonzero().T
+    return ei, w[ei[0], ei[1]]
+
+
+def _pyg_copy(conv: ChebConv):
+    """PyG's ChebConv with stgraph's weights: PyG keeps Θ_k as ``lins[k]`` (Linear, weight Θ_kᵀ)."""
+    pyg_nn = pytest.importorskip("torch_geometric.nn")
+    ref = pyg_nn.ChebConv(conv.in_channels, conv.out_channels, conv.K, normalization="sym")
+    with torch.no_grad():
+        for k, lin in enumerate(ref.lins):
+            lin.weight.copy_(conv.weight[k].T)
+        ref.bias.copy_(conv.bias)
+    return ref
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("lambda_max", [2.0, 1.6])
+@pytest.mark.parametrize(("c_in", "c_out"), [(3, 5), (6, 2)])  # inputs-first and Clenshaw paths
+def test_matches_pyg_chebconv(k, lambda_max, c_in, c_out):
+    """Same filter as ``torch_geometric.nn.ChebConv(normalization="sym")``: L = I - D^-1/2 W D^-1/2,
+    L~ = 2 L / λ_max - I, T_k recursion. PyG uses the edge list as given (a directed list gives a
+    non-symmetric L) and drops self-loops, so it gets stgraph's symmetrised, loop-free W."""
+    g = torch.Generator().manual_seed(10 * k + c_in)
+    n = 12
+    src, dst = torch.randint(0, n, (2, 30), generator=g)
+    keep = src != dst
+    edge_index = torch.stack([src[keep], dst[keep]])  # directed, some edges twice or both ways
+    edge_weight = torch.rand(edge_index.size(1), generator=g) + 0.1
+    conv = ChebConv(c_in, c_out, k)
+    torch.nn.init.normal_(conv.bias)
+    ref = _pyg_copy(conv)
+    x = torch.randn(n, c_in, generator=g)
+    out = conv(x, edge_index, edge_weight, lambda_max=lambda_max)
+    sym_index, sym_weight = _symmetrised(edge_index, edge_weight, n)
+    expected = ref(x, sym_index, sym_weight, lambda_max=lambda_max)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    # already-symmetric input: the same edge list for both
+    torch.testing.assert_close(conv(x, sym_index, sym_weight, lambda_max=lambda_max), expected, rtol=0, atol=1e-5)
+
+
+def test_self_loops_are_where_stgraph_and_pyg_differ():
+    """stgraph counts a self-loop as an entry of W (the official ST-GCN's dense W would); PyG's
+    ChebConv removes self-loops first. Without self-loops (stgraph's kNN graphs have none) they agree."""
+    conv = ChebConv(3, 2, 3)
+    ref = _pyg_copy(conv)
+    x = torch.randn(N, 3)
+    loops = torch.cat([EDGES, torch.tensor([[2], [2]])], dim=1)
+    weights = torch.cat([WEIGHTS, torch.tensor([0.9])])
+    sym_index, sym_weight = _symmetrised(EDGES, WEIGHTS, N)
+    assert not (conv(x, loops, weights) - ref(x, *_symmetrised(loops, weights, N))).abs().max() < 1e-3
+    torch.testing.assert_close(conv(x, EDGES, WEIGHTS), ref(x, sym_index, sym_weight), rtol=0, atol=1e-5)
