@@ -14,6 +14,14 @@ training stations moves it from there. Messages are the neighbour's prediction p
 correction (initialised at 0) from its features and the offset. kNN selection is discrete, but
 every score on the chosen edges is differentiable, so gradients reach the query and key networks
 (through the gate).
+
+``exclude_self=True`` runs it station to station: the queries are the visible stations
+themselves (``pos_tgt`` is ``pos_src``) and each is estimated from its k nearest *other*
+stations in the learned space (k + 1 are searched; the station itself, or else the farthest
+candidate, is dropped), as AQ-Net does for the visible stations' missing cells.
+
+A model that anchors its estimate elsewhere (AQ-Net with ``anchor`` on) treats this layer's
+IDW start as one term of a zero-initialised residual; see ``stgraph.models.aqnet``.
 """
 
 from __future__ import annotations
@@ -53,7 +61,8 @@ class NeuralKNNInterpolation(MessagePassing):
 
     Shapes:
         z_src: (B, N_src, F); y_src: (B, N_src, V); pos_src: (N_src, 2); pos_tgt: (N_tgt, 2);
-        static_*: (N, S) or None -> (B, N_tgt, V).
+        static_*: (N, S) or None -> (B, N_tgt, V). With ``exclude_self``, N_tgt = N_src; a
+        query with no other station (N_src = 1) gets 0.
     """
 
     def __init__(
@@ -93,8 +102,21 @@ class NeuralKNNInterpolation(MessagePassing):
         with torch.no_grad():
             self.log_power.fill_(float(torch.log(torch.tensor(max(self.idw_power, 1e-3)))))
 
-    def forward(self, z_src, y_src, pos_src, pos_tgt, static_src=None, static_tgt=None, k: int | None = None):
+    def forward(
+        self,
+        z_src,
+        y_src,
+        pos_src,
+        pos_tgt,
+        static_src=None,
+        static_tgt=None,
+        k: int | None = None,
+        *,
+        exclude_self: bool = False,
+    ):
         b, n_src, _ = z_src.shape
+        if exclude_self and pos_tgt.size(0) != n_src:
+            raise ValueError("exclude_self: the queries must be the visible stations (pos_tgt = pos_src)")
         n_tgt = pos_tgt.size(0)
         origin = pos_src.mean(0)
         p_src, p_tgt = local_km(pos_src, origin) / self.scale_km, local_km(pos_tgt, origin) / self.scale_km
@@ -112,14 +134,14 @@ class NeuralKNNInterpolation(MessagePassing):
         tgt_pos = p_tgt.repeat(b, 1)
         with torch.no_grad():  # edges in the learned space [position, sqrt|gate|·embedding], every forward
             w = self.gate.abs().sqrt()
-            edge_index = knn(
-                torch.cat([src_pos, w * keys], -1),
-                torch.cat([tgt_pos, w * queries], -1),
-                min(k or self.k, n_src),
-                batch_x=batch_src,
-                batch_y=batch_tgt,
-                backend=self.backend,
-            )
+            points, targets = torch.cat([src_pos, w * keys], -1), torch.cat([tgt_pos, w * queries], -1)
+            if exclude_self:
+                k_self = min(k or self.k, n_src - 1)
+                edge_index = self._edges_without_self(points, targets, k_self, batch_src, batch_tgt)
+            else:
+                edge_index = knn(
+                    points, targets, min(k or self.k, n_src), batch_x=batch_src, batch_y=batch_tgt, backend=self.backend
+                )
         out = self.propagate(
             edge_index,
             keys=(keys, queries),
@@ -130,6 +152,22 @@ class NeuralKNNInterpolation(MessagePassing):
         )
         self.last_edges = (edge_index, self._alpha)
         return out.reshape(b, n_tgt, -1)
+
+    def _edges_without_self(self, points, queries, k, batch_src, batch_tgt) -> torch.Tensor:
+        """Each query's k nearest points other than itself (query q is point q). Searches k + 1,
+        then drops the point itself, or the farthest candidate where the point is not among them.
+        Returns edge_index (2, M*k)."""
+        m = queries.size(0)
+        if k < 1:
+            return torch.zeros(2, 0, dtype=torch.long, device=points.device)
+        ei = knn(points, queries, k + 1, batch_x=batch_src, batch_y=batch_tgt, backend=self.backend)
+        if ei.size(1) != m * (k + 1):  # every example holds the same N_src points, so this cannot happen
+            raise RuntimeError(f"kNN returned {ei.size(1)} edges for {m} queries x {k + 1}")
+        cand = ei[0, ei[1].argsort(stable=True)].view(m, k + 1)  # candidates grouped by query
+        rows = torch.arange(m, device=points.device)
+        dist = (points[cand] - queries[:, None]).pow(2).sum(-1).masked_fill(cand == rows[:, None], float("inf"))
+        keep = torch.ones_like(cand, dtype=torch.bool).scatter_(1, dist.argmax(1, keepdim=True), False)
+        return torch.stack([cand[keep], rows.repeat_interleave(k)])
 
     def message(self, keys_j, keys_i, z_j, y_j, pos_j, pos_i, index, size_i):
         offset = pos_j - pos_i  # (E, 2) in units of scale_km
