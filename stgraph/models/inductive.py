@@ -5,6 +5,11 @@ no history, the target stations join the graph as nodes whose inputs are zero an
 channels say so; edges come from positions only, rebuilt for each batch's node set, so a station
 never seen in training is just another node. Training hides random training stations the same
 way (the engine's node masking), so the network learns to fill them. No per-node parameters.
+
+Graph layers that aggregate these inputs should use the *masked* transitions
+(:mod:`stgraph.nn.diffusion_conv`) with :func:`union_observed`: a node then averages its observed
+neighbours only (weights renormalised over them, as IDW does) instead of counting a missing or
+hidden neighbour as a zero, which the plain random walk (divide by the total edge weight) does.
 """
 
 from __future__ import annotations
@@ -30,6 +35,19 @@ def union_inputs(batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor, int]:
     x = torch.cat([batch.x * m, m], dim=-1)
     x = torch.cat([x, x.new_zeros(b, w, n_tgt, 2 * c)], dim=2)
     return x, torch.cat([batch.pos_src, batch.pos_tgt]), n_src
+
+
+def union_observed(batch: GraphBatch) -> torch.Tensor:
+    """Which of :func:`union_inputs`' features are observed: (B, W, N_src + N_tgt, 2 C_in) bool.
+
+    A value channel is observed where its mask is True (never at a target node); a mask channel
+    is observed everywhere (that a cell is missing is itself known).
+    """
+    b, w, _, c = batch.x.shape
+    n_tgt = batch.pos_tgt.size(0)
+    m = torch.cat([batch.x_mask, torch.ones_like(batch.x_mask)], dim=-1)
+    tgt = torch.cat([batch.x_mask.new_zeros(b, w, n_tgt, c), batch.x_mask.new_ones(b, w, n_tgt, c)], dim=-1)
+    return torch.cat([m, tgt], dim=2)
 
 
 def union_graph(pos: torch.Tensor, k: int, sigma_km: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,10 @@ terms of x plus one over those of h. The cell exploits that for speed: the terms
 diffused and projected once per step for both gates and the candidate (:meth:`DCGRUCell.project_input`,
 which also takes a whole sequence at once when the input is known in advance, as in an encoder),
 and one diffusion of h feeds both gates. Gate biases start at 1 (the official code's ``bias_start``).
+
+The input may be diffused with the masked transitions (``mask``: which input cells are observed,
+see :mod:`stgraph.nn.diffusion_conv`), so missing neighbours do not count as zeros; the state is
+diffused with the ordinary ones (every node has a state, observed or not).
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ class DCGRUCell(nn.Module):
             self.x_proj.bias.zero_()
             self.x_proj.bias[: 2 * self.hidden_channels] = 1.0
 
-    def project_input(self, x: torch.Tensor, supports: DiffusionSupports) -> torch.Tensor:
-        """(N, *, C_in) -> (N, *, 3H): the input's contribution (with the biases) to [r, u, c]."""
-        return self.x_proj(diffusion_features(x, supports, self.K, self.recursion))
+    def project_input(
+        self, x: torch.Tensor, supports: DiffusionSupports, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N, *, C_in) -> (N, *, 3H): the input's contribution (with the biases) to [r, u, c].
+        ``mask``: None or bool (N, *, C_in), True where x is observed (masked transitions)."""
+        return self.x_proj(diffusion_features(x, supports, self.K, self.recursion, mask))
 
     def step(self, xp: torch.Tensor, h: torch.Tensor, supports: DiffusionSupports) -> torch.Tensor:
         """One step from the projected input ``xp`` (N, *, 3H) and the state h (N, *, H)."""

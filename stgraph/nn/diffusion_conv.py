@@ -18,6 +18,21 @@ and a Linear over the concatenation ``[X, P_f X, ..., P_f^K X, P_b X, ..., P_b^K
   ``X_0`` over from the forward to the backward loop (a known quirk, not reproduced here).
   The two recursions agree for K <= 1.
 
+**Masked transitions** (``mask`` given: which inputs are observed, per node, sample, step and
+channel). Missing and hidden neighbours must not count as zeros: the k-hop term is the random
+walk's mean over the walks that *end at an observed node*,
+
+    Y_k = P^k (m * X) / P^k m        (0 where P^k m = 0: no observed node within k hops),
+
+so ``Y_1[i] = sum_j w_ji m_j x_j / sum_j w_ji m_j``, the weighted mean of the observed
+in-neighbours (IDW's normalisation, not the total edge weight). ``Y_2 = P(d_1 Y_1) / P d_1`` with
+``d_1 = P m``: a mean of the neighbours' own estimates weighted by how much of each was observed.
+For ``chebyshev`` the masked terms are the Chebyshev polynomials written in these masked powers,
+``T_k(P) = sum_j c_kj P^j`` -> ``sum_j c_kj Y_j`` (T_2 -> 2 Y_2 - X): the same span as the power
+terms, so the recursions still agree for K <= 1. A channel whose mask is all True gets
+``P^k X / P^k 1``, equal to ``P^k X`` wherever the walk loses no mass (on a kNN graph, always
+for ``P_f``). Cost: the channels diffused twice (values and mask), on the layer that takes it.
+
 Both directions advance together, one sparse product per hop: ``[P_f; P_b]`` (2N, N) for the
 first hop, the block diagonal ``[[P_f, 0], [0, P_b]]`` (2N, 2N) after it. :class:`DiffusionSupports`
 holds both, built once per graph and reused across time steps and layers. Features are node-first
@@ -101,24 +116,10 @@ def _sparse(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: 
     return torch.sparse_coo_tensor(index, values, size, check_invariants=False).coalesce()
 
 
-def diffusion_features(x: torch.Tensor, supports: DiffusionSupports, K: int, recursion: str = "power") -> torch.Tensor:
-    """The diffusion terms of node features, concatenated on the channel axis.
-
-    Args:
-        x: (N, *, C) node-first features (any batch dims between the node and channel axes).
-        supports: the graph's transitions. K: hops per direction. recursion: ``power`` | ``chebyshev``.
-    Returns:
-        (N, *, (2K + 1) * C): ``[X, P_f X, ..., P_f^K X, P_b X, ..., P_b^K X]`` (Chebyshev terms
-        instead of powers for ``chebyshev``).
-    """
-    check_recursion(recursion)
-    if K == 0:
-        return x
-    n, c = x.size(0), x.size(-1)
-    if n != supports.num_nodes:
-        raise ValueError(f"features have {n} nodes, the graph {supports.num_nodes}")
-    flat = x.reshape(n, -1)
-    z_prev, z = flat, supports.first_hop(flat)  # z: (2N, F), forward rows then backward rows
+def _power_hops(flat: torch.Tensor, supports: DiffusionSupports, K: int, recursion: str) -> list[torch.Tensor]:
+    """(N, F) -> K tensors (2N, F), forward rows then backward rows: hop k's term in each direction."""
+    n = flat.size(0)
+    z_prev, z = flat, supports.first_hop(flat)
     hops = [z]
     for _ in range(1, K):
         z_next = supports.hop(z)
@@ -126,7 +127,74 @@ def diffusion_features(x: torch.Tensor, supports: DiffusionSupports, K: int, rec
             z_next = (2 * z_next).view(2, n, -1).sub(z_prev.view(-1, n, flat.size(1))).view(2 * n, -1)
         z_prev, z = z, z_next
         hops.append(z)
-    fwd, bwd = zip(*(z.view(2, *x.shape).unbind(0) for z in hops), strict=True)  # unbind: no zero-filled grads
+    return hops
+
+
+def _chebyshev_in_powers(K: int) -> list[list[float]]:
+    """Coefficients c[k][j] of T_k(x) = sum_j c[k][j] x^j, k = 0..K."""
+    coef = [[1.0], [0.0, 1.0]]
+    for k in range(2, K + 1):
+        two_x = [0.0, *(2 * c for c in coef[k - 1])]
+        prev = coef[k - 2] + [0.0] * (k + 1 - len(coef[k - 2]))
+        coef.append([a - b for a, b in zip(two_x, prev, strict=True)])
+    return coef[: K + 1]
+
+
+MASK_EPS = 1e-8  # P^k m below this: no observed node within reach (a float32-safe zero)
+
+
+def _masked_hops(
+    x: torch.Tensor, mask: torch.Tensor, supports: DiffusionSupports, K: int, recursion: str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The masked terms (see the module docstring). x, mask: (N, *, C) -> x zeroed where unobserved
+    (N, *, C) and K tensors (2, N, *, C): [forward; backward] masked mean at hop k."""
+    mask = mask.expand_as(x)
+    x0 = torch.where(mask, x, torch.zeros_like(x))
+    n, f = x.size(0), x[0].numel()
+    both = torch.cat([x0.reshape(n, f), mask.to(x.dtype).reshape(n, f)], dim=1)  # diffuse values and mask together
+    means = []
+    for z in _power_hops(both, supports, K, "power"):
+        num, den = z.view(2, n, 2, f).unbind(2)
+        seen = den > MASK_EPS
+        means.append(torch.where(seen, num / den.clamp_min(MASK_EPS), torch.zeros_like(num)).view(2, *x.shape))
+    if recursion == "chebyshev" and K > 1:
+        powers = [x0.unsqueeze(0).expand(2, *x.shape), *means]
+        coef = _chebyshev_in_powers(K)
+        means = [means[0], *(sum(c * y for c, y in zip(coef[k], powers, strict=False) if c) for k in range(2, K + 1))]
+    return x0, means
+
+
+def diffusion_features(
+    x: torch.Tensor,
+    supports: DiffusionSupports,
+    K: int,
+    recursion: str = "power",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The diffusion terms of node features, concatenated on the channel axis.
+
+    Args:
+        x: (N, *, C) node-first features (any batch dims between the node and channel axes).
+        supports: the graph's transitions. K: hops per direction. recursion: ``power`` | ``chebyshev``.
+        mask: None (the ordinary transitions) or a bool (N, *, C) (broadcastable) observation mask:
+            the masked transitions of the module docstring; x is read only where it is True.
+    Returns:
+        (N, *, (2K + 1) * C): ``[X, P_f X, ..., P_f^K X, P_b X, ..., P_b^K X]`` (Chebyshev terms
+        instead of powers for ``chebyshev``; masked means with ``mask``, and X zeroed where unobserved).
+    """
+    check_recursion(recursion)
+    if mask is not None and K == 0:
+        return torch.where(mask.expand_as(x), x, torch.zeros_like(x))
+    if K == 0:
+        return x
+    n, c = x.size(0), x.size(-1)
+    if n != supports.num_nodes:
+        raise ValueError(f"features have {n} nodes, the graph {supports.num_nodes}")
+    if mask is None:
+        hops = [z.view(2, *x.shape) for z in _power_hops(x.reshape(n, -1), supports, K, recursion)]
+    else:
+        x, hops = _masked_hops(x, mask, supports, K, recursion)
+    fwd, bwd = zip(*(z.unbind(0) for z in hops), strict=True)  # unbind: no zero-filled grads
     terms = [x, *fwd, *bwd]
     return torch.stack(terms, dim=-2).view(*x.shape[:-1], (2 * K + 1) * c)  # one copy into place
 
@@ -140,7 +208,8 @@ class DiffusionConv(nn.Module):
 
     Shapes:
         x: (..., N, C), node dim second to last; the graph is ``edge_index`` (2, E) (sender,
-        receiver) with ``edge_weight`` (E,), or precomputed ``supports``; returns (..., N, out_channels).
+        receiver) with ``edge_weight`` (E,), or precomputed ``supports``; ``mask``: None or bool
+        (..., N, C) where x is observed (masked transitions); returns (..., N, out_channels).
     """
 
     def __init__(self, in_channels: int, out_channels: int, K: int = 2, recursion: str = "power", bias: bool = True):
@@ -160,10 +229,13 @@ class DiffusionConv(nn.Module):
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         supports: DiffusionSupports | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if supports is None:
             if edge_index is None:
                 raise ValueError("DiffusionConv needs edge_index or supports")
             supports = DiffusionSupports(edge_index, edge_weight, x.size(-2), x.dtype)
-        feats = diffusion_features(x.movedim(-2, 0), supports, self.K, self.recursion).movedim(0, -2)
+        if mask is not None:
+            mask = mask.expand_as(x).movedim(-2, 0)
+        feats = diffusion_features(x.movedim(-2, 0), supports, self.K, self.recursion, mask).movedim(0, -2)
         return self.lin(feats)

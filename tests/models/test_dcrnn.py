@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from stgraph.models import DataSizes, build_model
-from stgraph.models.dcrnn import DCRNN, DCRNNParams, sampling_probability
+from stgraph.models.anchors import anchor_prediction
+from stgraph.models.dcrnn import DCRNN, DCRNNParams, auto_decay_steps, lambert_w, sampling_probability
+from stgraph.models.inductive import union_graph, union_inputs
 from stgraph.nn.dcgru import DCGRUCell
 from stgraph.nn.diffusion_conv import DiffusionSupports
-from tests.models.contract import make_batch
+from tests.models.contract import check_contract, make_batch
 
 TINY = {"hidden_channels": 8, "num_layers": 1, "max_diffusion_step": 1, "k": 3}
 
@@ -76,17 +78,25 @@ def teacher_batch(seed=0):
 
 def tiny_forecaster(sizes, **kw):
     torch.manual_seed(0)
-    return DCRNN(sizes, DCRNNParams(**{**TINY, "num_layers": 2, "cl_decay_steps": 10**9, **kw}))
+    return DCRNN(sizes, DCRNNParams(**{**TINY, "num_layers": 2, "cl_decay_steps": 10**9, "anchor": "none", **kw}))
 
 
-def test_scheduled_sampling_feeds_observed_truth_to_visible_nodes_only():
+@pytest.mark.parametrize("anchor", ["auto", "none"])
+def test_scheduled_sampling_feeds_observed_truth_to_visible_nodes_only(anchor):
     batch, sizes = teacher_batch()
-    model = tiny_forecaster(sizes).train()  # n = 0, c = 1e9: p = c / (c + 1), the truth at every step
+    model = tiny_forecaster(sizes, anchor=anchor).train()  # n = 0, c = 1e9: p = c / (c + 1), the truth at every step
+    if anchor == "auto":  # a trained-looking readout, so predictions are not just the anchor
+        with torch.no_grad():
+            model.readout.weight.normal_()
     inputs = []
     model.decoder[0].register_forward_hook(lambda mod, args, out: inputs.append(args[0].detach()))
     pred = model(batch)
     assert len(inputs) == sizes.horizon
-    assert torch.equal(inputs[0][..., :1], torch.zeros(6, 4, 1))  # GO symbol
+    base = anchor_prediction(batch, sizes, anchor)
+    go = torch.cat([base.src[:, 0], base.tgt[:, 0]], dim=1).transpose(0, 1)  # (N, B, C_out)
+    torch.testing.assert_close(inputs[0][..., :1], go)  # GO symbol: the anchor's first step (zeros for "none")
+    if anchor == "none":
+        assert torch.equal(inputs[0][..., :1], torch.zeros(6, 4, 1))
     for t in range(1, sizes.horizon):
         fed = inputs[t][..., :1]  # (N, B, C_out)
         own_src = pred.src[:, t - 1].transpose(0, 1)
@@ -156,7 +166,7 @@ def test_sampling_probability():
 def test_aligned_output_is_bidirectional():
     batch, sizes = make_batch("krige")
     torch.manual_seed(0)
-    model = build_model("dcrnn", sizes, {**TINY, "max_diffusion_step": 2}).eval()
+    model = build_model("dcrnn", sizes, {**TINY, "max_diffusion_step": 2, "anchor": "none"}).eval()
     changed = copy.copy(batch)
     changed.x = batch.x.clone()
     changed.x[:, 5] += batch.x_mask[:, 5] * 1.0  # observed values at step 5 only
@@ -178,3 +188,111 @@ def test_bad_options():
         build_model("dcrnn", sizes, {"recursion": "cheb"})
     with pytest.raises(ValueError, match="num_layers"):
         build_model("dcrnn", sizes, {"num_layers": 0})
+    for bad in (0, "fast", -5):
+        with pytest.raises(ValueError, match="cl_decay_steps"):
+            build_model("dcrnn", sizes, {"cl_decay_steps": bad})
+    with pytest.raises(ValueError, match="anchor"):
+        build_model("dcrnn", sizes, {"anchor": "mean"})
+
+
+# --- curriculum scaled to the run's budget ---------------------------------------------------
+
+
+def test_lambert_w():
+    for a in (0.0, 1e-6, 0.5, 1.0, math.e, 100.0, 1e6):
+        w = lambert_w(a)
+        assert w * math.exp(w) == pytest.approx(a, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("total", [10, 128, 1000, 37_500, 10**6])
+def test_auto_curriculum_reaches_half_at_40_percent_of_the_budget(total):
+    sizes = DataSizes(in_channels=2, out_channels=1, target_channels=(0,), window=12, horizon=3)
+    model = DCRNN(sizes, DCRNNParams(**TINY))  # cl_decay_steps defaults to "auto"
+    assert float(model.cl_decay) == 2000.0  # the paper's value until the budget is known
+    model.set_training_budget(total)
+    c = float(model.cl_decay)
+    assert sampling_probability(0.4 * total, c) == pytest.approx(0.5, abs=1e-9)
+    assert sampling_probability(0, c) > sampling_probability(0.2 * total, c) > 0.5 > sampling_probability(total, c)
+    assert c == pytest.approx(auto_decay_steps(total))
+    state = model.state_dict()  # the scale travels with the checkpoint, beside the step counter
+    fresh = DCRNN(sizes, DCRNNParams(**TINY))
+    fresh.load_state_dict(state)
+    assert float(fresh.cl_decay) == c
+    fresh.reset_parameters()
+    assert float(fresh.cl_decay) == c
+
+
+def test_paper_scale_is_reproduced_and_an_explicit_scale_wins():
+    # official: c = 2000 with 100 epochs x 375 batches on METR-LA: p = 0.5 at c ln c = 15.2k batches, ~40 %
+    assert auto_decay_steps(37_500) == pytest.approx(2000, rel=0.02)
+    sizes = DataSizes(in_channels=2, out_channels=1, target_channels=(0,), window=12, horizon=3)
+    model = DCRNN(sizes, DCRNNParams(**{**TINY, "cl_decay_steps": 40}))
+    model.set_training_budget(10**6)
+    assert float(model.cl_decay) == 40.0
+    assert float(build_model("dcrnn", sizes, {"cl_decay_steps": None}).cl_decay) == 2000.0
+
+
+def test_decoder_uses_the_budgeted_scale():
+    batch, sizes = teacher_batch()
+    model = DCRNN(sizes, DCRNNParams(**{**TINY, "anchor": "none"})).train()
+    model.set_training_budget(100)  # c ~ 12: after 10**4 batches p ~ 0, truth no longer matters
+    model.num_batches_seen.fill_(10**4)
+    other = copy.copy(batch)
+    other.y_src = batch.y_src + 1.0
+    torch.manual_seed(1)
+    a = model(batch)
+    model.num_batches_seen.fill_(10**4)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model(other).src, a.src)
+
+
+# --- anchor and masked aggregation -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["forecast", "krige", "impute"])
+def test_untrained_model_is_its_anchor(task):
+    batch, sizes = make_batch(task)
+    torch.manual_seed(0)
+    model = build_model("dcrnn", sizes, {**TINY, "num_layers": 2})
+    model.reset_parameters()  # the zero init survives a reset
+    ref = anchor_prediction(batch, sizes, "auto")
+    for train in (False, True):
+        pred = model.train(train)(batch)
+        torch.testing.assert_close(pred.src, ref.src)
+        torch.testing.assert_close(pred.tgt, ref.tgt)
+
+
+@pytest.mark.parametrize("task", ["forecast", "krige"])
+def test_paper_variant_passes_the_contract(task):
+    check_contract("dcrnn", {**TINY, "anchor": "none", "masked_mean": False}, task)
+
+
+def test_first_layer_averages_observed_neighbours_only():
+    """The encoder's first diffusion: P_f of a value channel at node i is the weighted mean of its
+    observed in-neighbours (hidden targets and missing cells do not count), per sample and step."""
+    batch, sizes = make_batch("krige")
+    batch.x_mask[:, :, 1] = False  # station 1 unobserved throughout
+    batch.x_mask[0, :, 3] = False  # station 3 unobserved in sample 0 only (a per-sample hidden set)
+    batch.x = torch.where(batch.x_mask, batch.x, torch.full_like(batch.x, 1e6))
+    x, pos, _ = union_inputs(batch)
+    ei, ew = union_graph(pos, TINY["k"])
+    adj = torch.zeros(6, 6, dtype=torch.float64)
+    adj[ei[1], ei[0]] = ew.double()  # adj[i, j]: weight of j -> i
+    m = torch.cat([batch.x_mask, torch.zeros(4, 12, 1, 2, dtype=torch.bool)], dim=2).double()  # (B, W, N, C)
+    num = torch.einsum("ij,bwjc->bwic", adj, x[..., :2].double() * m)
+    den = torch.einsum("ij,bwjc->bwic", adj, m)
+    ref = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
+    assert (den == 0).any() and (den > 0).any()
+    for masked in (True, False):
+        torch.manual_seed(0)
+        model = build_model("dcrnn", sizes, {**TINY, "masked_mean": masked}).eval()
+        feats = []
+        model.encoder[0].x_proj.register_forward_hook(lambda mod, args, out, f=feats: f.append(args[0].detach()))
+        pred = model(batch)
+        assert torch.isfinite(pred.src).all() and torch.isfinite(pred.tgt).all()
+        terms = feats[0].view(6, 12, 4, 3, 2 * 2 + 6).permute(2, 1, 0, 3, 4)  # (B, W, N, [X, P_f X, P_b X], C)
+        got = terms[..., 1, :2].double()
+        if masked:
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+        else:  # the plain random walk divides by the total weight: hidden neighbours count as zeros
+            assert not torch.allclose(got, ref, atol=1e-3)

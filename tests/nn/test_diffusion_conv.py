@@ -129,3 +129,92 @@ def test_bad_options():
         DiffusionConv(3, 4, K=-1)
     with pytest.raises(ValueError, match="edge_index or supports"):
         DiffusionConv(3, 4)(torch.zeros(1, N, 3))
+
+
+# --- masked transitions: neighbours that are missing do not count as zeros -------------------
+
+
+def test_masked_mean_is_the_mean_over_observed_neighbours_only():
+    # node 0 hears from 1, 2, 3 (weights 1, 2, 3); node 4 hears from 0 only
+    ei = torch.tensor([[1, 2, 3, 0], [0, 0, 0, 4]])
+    ew = torch.tensor([1.0, 2.0, 3.0, 0.5])
+    sup = DiffusionSupports(ei, ew, 5)
+    x = torch.tensor([[10.0, 1.0, 1e6, 4.0, 7.0], [10.0, 1e6, 1e6, 1e6, 7.0]]).T.unsqueeze(-1)  # (N=5, B=2, 1)
+    mask = torch.tensor([[True, True, False, True, True], [False, False, False, False, True]]).T.unsqueeze(-1)
+    terms = diffusion_features(x, sup, 1, "power", mask)  # (N, B, 3): [X, P_f X, P_b X]
+    fwd, bwd = terms[..., 1], terms[..., 2]
+    # sample 0: node 2 is missing, so node 0 averages nodes 1 and 3 over their weights only
+    assert fwd[0, 0].item() == pytest.approx((1 * 1.0 + 3 * 4.0) / (1 + 3))
+    assert fwd[4, 0].item() == pytest.approx(10.0)
+    # the ordinary transition would count node 2 (zeroed) in the denominator
+    plain = diffusion_features(torch.where(mask, x, 0.0), sup, 1, "power")[..., 1]
+    assert plain[0, 0].item() == pytest.approx(13.0 / 6)
+    # sample 1: no observed in-neighbour -> 0 (never NaN), and garbage in unobserved cells is never read
+    assert fwd[0, 1].item() == 0.0 and fwd[4, 1].item() == 0.0
+    # backward: node 0 sends to node 4 only, observed in both samples
+    assert bwd[0, 0].item() == pytest.approx(7.0) and bwd[0, 1].item() == pytest.approx(7.0)
+    assert bwd[1, 0].item() == pytest.approx(10.0) and bwd[1, 1].item() == 0.0
+    torch.testing.assert_close(terms[..., 0], torch.where(mask, x, 0.0)[..., 0])  # X itself, unobserved zeroed
+    assert torch.isfinite(terms).all()
+
+
+def dense_masked_terms(x: torch.Tensor, m: torch.Tensor, K: int, recursion: str) -> torch.Tensor:
+    """Reference: Y_k = P^k (m x) / P^k m (0 where P^k m = 0); Chebyshev terms as polynomials in Y."""
+    x0 = x * m
+    terms = [x0]
+    for p in dense_transitions():
+        ys = [x0]
+        num, den = x0, m
+        for _ in range(K):
+            num, den = p @ num, p @ den
+            ys.append(torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num)))
+        if recursion == "chebyshev":  # T_2 = 2x^2 - 1, T_3 = 4x^3 - 3x
+            cheb = ys[:2]
+            if K >= 2:
+                cheb.append(2 * ys[2] - ys[0])
+            if K >= 3:
+                cheb.append(4 * ys[3] - 3 * ys[1])
+            ys = cheb
+        terms.extend(ys[1:])
+    return torch.cat(terms, dim=-1)
+
+
+@pytest.mark.parametrize("recursion", ["power", "chebyshev"])
+@pytest.mark.parametrize("K", [1, 2, 3])
+def test_masked_terms_match_dense_reference(K, recursion):
+    torch.manual_seed(K)
+    conv = DiffusionConv(3, 4, K=K, recursion=recursion)
+    x = torch.randn(2, N, 3)
+    mask = torch.rand(2, N, 3) > 0.4
+    ei, ew = graph()
+    ref = dense_masked_terms(x.double(), mask.double(), K, recursion) @ conv.lin.weight.double().T
+    out = conv(torch.where(mask, x, torch.full_like(x, 1e6)), ei, ew, mask=mask)  # unobserved garbage is ignored
+    torch.testing.assert_close(out.double(), ref + conv.lin.bias.double(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("recursion", ["power", "chebyshev"])
+def test_all_observed_mask_is_the_ordinary_transition(recursion):
+    # every node has in- and out-edges, so no walk loses mass: P^k 1 = 1 in both directions
+    ei = torch.tensor([[0, 1, 2, 3, 0, 2], [1, 2, 3, 0, 2, 0]])
+    ew = torch.tensor([1.0, 0.5, 2.0, 1.5, 0.7, 0.3])
+    x = torch.randn(4, 2, 3)
+    sup = DiffusionSupports(ei, ew, 4)
+    torch.testing.assert_close(
+        diffusion_features(x, sup, 3, recursion, torch.ones_like(x, dtype=torch.bool)),
+        diffusion_features(x, sup, 3, recursion),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_masked_gradient_reaches_observed_inputs_only():
+    ei, ew = graph()
+    x = torch.randn(2, N, 3, requires_grad=True)
+    mask = torch.rand(2, N, 3) > 0.5
+    out = DiffusionConv(3, 4, K=2)(x, ei, ew, mask=mask)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (x.grad[~mask] == 0).all() and x.grad[mask].abs().sum() > 0
+    # K = 0: a plain Linear over the observed inputs
+    conv0 = DiffusionConv(3, 4, K=0)
+    torch.testing.assert_close(conv0(x, ei, ew, mask=mask), conv0(torch.where(mask, x, 0.0), ei, ew))
