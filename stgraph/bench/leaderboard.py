@@ -38,6 +38,10 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
                 "count": hidden["overall"]["count"],
                 "wall_seconds": bench["wall_seconds"],
                 "epochs": training.get("epochs_run", 0),
+                "best_epoch": training.get("best_epoch", 0),
+                "steps": training.get("steps", 0),
+                # parameter-free models have nothing to converge; trained ones must stop early
+                "converged": bool(training.get("converged", True)) if "epochs_run" in training else True,
                 **{f"mae@{k}": v["mae"] for k, v in (hidden.get("at_steps") or {}).items()},
             }
         )
@@ -67,6 +71,7 @@ def summarise(suite: Suite, runs: pd.DataFrame) -> pd.DataFrame:
                         "n": len(v),
                         "expected": expected,
                         "wall_seconds": float(sel["wall_seconds"].mean()) if len(sel) else np.nan,
+                        "not_converged": int((~sel["converged"].astype(bool)).sum()) if len(sel) else 0,
                     }
                 )
     table = pd.DataFrame(out)
@@ -90,7 +95,8 @@ def leaderboard_table(suite: Suite, table: pd.DataFrame, runs: pd.DataFrame) -> 
             r = r.iloc[0]
             best = "**" if r["rank"] == 1 else ""
             partial = "" if r.n == r.expected else f" [{r.n}/{r.expected}]"
-            cells.append(f"{best}{r['mean']:.2f} ± {r['std']:.2f}{best} ({r['rank']}){partial}")
+            nc = f" ⚠ not converged {r.not_converged}/{r.n}" if r.not_converged else ""
+            cells.append(f"{best}{r['mean']:.2f} ± {r['std']:.2f}{best} ({r['rank']}){partial}{nc}")
         mine = runs[runs.model == model] if len(runs) else runs
         cells.append(f"{mine['wall_seconds'].mean():.1f}" if len(mine) else "—")
         cells.append(str(len(mine)))
@@ -118,7 +124,11 @@ def write_leaderboard(suite: Suite, out: str | Path) -> tuple[str, pd.DataFrame]
     table = summarise(suite, runs)
     md = f"# {suite.name}\n\n" + (suite.description.strip() + "\n\n" if suite.description else "")
     md += "Hidden-station error in original units, mean ± std over station folds × seeds; (rank) per column, "
-    md += "best in bold; [n/N] marks a cell with unfinished runs.\n\n" + leaderboard_table(suite, table, runs)
+    md += "best in bold; [n/N] marks a cell with unfinished runs; ⚠ not converged k/n: k of its runs stopped at "
+    md += (
+        "the epoch cap while still improving (early stopping never fired), so the number is not a result.\n\n"
+        + leaderboard_table(suite, table, runs)
+    )
     (out / "leaderboard.md").write_text(md, encoding="utf-8")
     table.to_csv(out / "leaderboard.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)

@@ -5,11 +5,11 @@ name: uci12
 base: {data: {...}, split: {...}, train: {...}}   # an experiment config every run starts from
 tasks:                                             # task label -> overrides of base
   krige: {data: {task: krige, window: 24}}
-  impute: {data: {task: impute}, folds: [0]}       # a task may narrow folds / seeds (in-sample: no folds)
+  impute: {data: {task: impute}, folds: [0]}       # a task may narrow folds / seeds / models (models: [..])
 models:                                            # row label -> model and overrides
   aqnet: {hparams: {hidden_channels: 32}}
   idw-p2: {model: idw, hparams: {power: 2.0}}
-  dcrnn: {hparams: {...}, tasks: {long: {train: {max_train_windows: 64}}}}
+  dcrnn: {hparams: {...}, data: {stride: 16}, tasks: {long: {train: {max_train_windows: 64}}}}
 folds: [0, 1, 2, 3]                                # station folds (split.fold)
 seeds: [0, 1, 2]                                   # training seeds (train.seed)
 reference: {krige: {"published model": 12.3}}      # published MAE printed beside a task's table
@@ -31,7 +31,7 @@ from stgraph.engine.config import ConfigError, ExperimentConfig, _parse_yaml, co
 from stgraph.models.registry import get_model_class
 
 SUITE_KEYS = {"name", "description", "base", "tasks", "models", "folds", "seeds", "reference", "workers"}
-MODEL_KEYS = {"model", "hparams", "train", "tasks"}
+MODEL_KEYS = {"model", "hparams", "train", "data", "tasks"}
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -135,9 +135,12 @@ def suite_from_dict(d: dict[str, Any], *, source: str = "<dict>") -> Suite:
         for task, over in tasks.items():
             over = dict(over or {})
             task_folds, task_seeds = over.pop("folds", folds), over.pop("seeds", seeds)
+            task_models = over.pop("models", None)
+            if task_models is not None and label not in task_models:
+                continue
             merged = deep_merge(d.get("base") or {}, over)
             merged = deep_merge(merged, {"model": {"name": name, "hparams": spec.get("hparams") or {}}})
-            merged = deep_merge(merged, {"train": spec.get("train") or {}})
+            merged = deep_merge(merged, {"train": spec.get("train") or {}, "data": spec.get("data") or {}})
             merged = deep_merge(merged, per_task.get(task) or {})
             kind = (merged.get("data") or {}).get("task", "forecast")
             if kind not in cls.tasks:

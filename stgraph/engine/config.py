@@ -57,7 +57,8 @@ class DataConfig:
             (in-sample: the dataset's evaluation cells); for the last two horizon = window.
         window: Input window length in time steps.
         horizon: Forecast horizon in time steps.
-        stride: Step between consecutive window starts.
+        stride: Step between consecutive training window starts (a recorded CPU budget; evaluation
+            always takes every start, thinned evenly by ``train.max_eval_windows``).
         eval_steps: 1-based horizon steps to report separately.
         daily: Score on daily means instead of raw steps.
         eval_days: Days (1-based) to report separately when ``daily`` is set.
@@ -95,6 +96,10 @@ class SplitConfig:
         time_test: Fraction of time steps used for testing.
         time_gap: Steps dropped between time blocks; None = window + horizon.
         test_months: Non-empty: month-based time split, these months (1-12) are test.
+        impute_training: ``impute`` only, GRIN's two protocols: ``out-of-sample`` trains on the
+            train period only (AQI-36: months other than 3/6/9/12 and the val steps);
+            ``in-sample`` trains on the whole series, test months included. In both the
+            evaluation cells are removed from every input, so they are never seen.
     """
 
     method: Literal["kfold", "spatial_kfold", "random", "spatial_block", "explicit", "loso"] = "kfold"
@@ -109,6 +114,7 @@ class SplitConfig:
     time_test: float = 0.2
     time_gap: int | None = None
     test_months: list[int] = field(default_factory=list)
+    impute_training: Literal["out-of-sample", "in-sample"] = "out-of-sample"
 
 
 @dataclass
@@ -136,13 +142,26 @@ class TrainConfig:
         grad_clip: Gradient-norm clip (0 = none).
         patience: Epochs without validation improvement before stopping.
         seed: Seed of initialisation and batch order.
-        max_train_windows: Subsample this many training windows per epoch; None = all.
+        max_train_windows: Subsample this many training windows per epoch; None = all (an epoch
+            is then one real pass over the training windows). A cap is a recorded CPU budget.
         max_eval_windows: Evaluate on at most this many windows; None = all.
         hide_fraction: Fraction of visible training stations hidden per batch (``impute``: of cells).
         hide_block: ``impute`` only: length in steps of the gaps hidden in training; 1 = single
             cells. Longer gaps mimic evaluation masks made of outages.
         src_loss_weight: Weight of the loss on the visible (source) stations.
         num_threads: ``torch.set_num_threads``; None = torch's default.
+        loss: ``l1`` (masked mean absolute error, the default: the metric, and what GRIN, BRITS
+            and DCRNN train with) or ``mse``.
+        lr_schedule: ``plateau`` (halve the rate after ``lr_patience`` epochs without validation
+            improvement), ``cosine`` (to 1 % of ``lr`` over ``epochs``) or ``constant``.
+        lr_patience: Epochs without improvement before ``plateau`` halves the rate.
+        warmup_steps: Linear learning-rate warm-up over the first optimiser steps (0 = none).
+        min_delta: Relative validation improvement that counts as one (early stopping, plateau).
+        node_masking: ``batch`` (one hidden station set per batch; hidden stations become targets
+            with no input) or ``sample`` (every sampled station stays visible and a different
+            set per sample has its mask cleared: IGNNK's training). Not used by ``impute``.
+        subgraph_size: Sample this many training stations per batch (IGNNK's random subgraphs);
+            None = all.
     """
 
     epochs: int = 30
@@ -158,6 +177,13 @@ class TrainConfig:
     hide_block: int = 1
     src_loss_weight: float = 1.0
     num_threads: int | None = None
+    loss: Literal["l1", "mse"] = "l1"
+    lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
+    lr_patience: int = 2
+    warmup_steps: int = 0
+    min_delta: float = 1e-3
+    node_masking: Literal["batch", "sample"] = "batch"
+    subgraph_size: int | None = None
 
 
 @dataclass

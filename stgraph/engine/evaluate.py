@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from stgraph.engine.experiment import Experiment
-from stgraph.engine.metrics import average_overlapping_windows, daily_means, summarize_metrics
+from stgraph.engine.metrics import daily_means, summarize_metrics
 from stgraph.models.base import StationModel
 
 
@@ -40,30 +40,41 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         out["mask_visible"].append(mv[:, :, src])
         out["start"].append(w.start)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
-    arrays["stations"] = np.array([exp.data.station_ids[i] for i in (src if exp.task == "impute" else tgt)])
+    arrays["stations"] = np.array([exp.data.station_ids[i] for i in (src if exp.task_obj.scores_visible else tgt)])
     arrays["stations_visible"] = np.array([exp.data.station_ids[i] for i in src])
     return arrays
 
 
 def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
     """Metrics of hidden and visible stations (hourly steps, or daily means for long horizons).
-    For ``impute``, overlapping windows' estimates of a cell are averaged first: each evaluation
-    cell counts once, and per-step metrics (position in the window) are not reported."""
+
+    Aligned tasks (``krige``, ``impute``): overall and per-station metrics count each (time,
+    station) cell once — overlapping windows' estimates of a cell are averaged first, as GRIN and
+    SPIN do. Their per-step metrics (``at_steps``: position in the window, e.g. the window's first
+    and last hour) are computed on the windows as they come, each window a row, since a merged
+    cell has no single position. ``impute`` reports no per-step metrics. Forecasts: one row per
+    window, per-step = lead time."""
     dc = exp.cfg.data
+    task = exp.task_obj
     result = {}
     for group, suffix in (("hidden", ""), ("visible", "_visible")):
         pred, true = torch.as_tensor(arrays["pred" + suffix]), torch.as_tensor(arrays["true" + suffix])
         mask = torch.as_tensor(arrays["mask" + suffix])
-        if exp.task == "impute":
-            pred, true, mask = average_overlapping_windows(pred, true, mask, torch.as_tensor(arrays["start"]))
-            steps = None
-        elif dc.daily:
+        if dc.daily:
             pred, _ = daily_means(pred, mask)
             true, mask = daily_means(true, mask)
             steps = dc.eval_days or None
         else:
             steps = [s for s in dc.eval_steps if s <= pred.shape[1]] or None
-        summary = summarize_metrics(pred, true, mask, steps=steps)
+        if task.scores_visible:
+            steps = None
+        per_window = summarize_metrics(pred, true, mask, steps=steps) if steps else None
+        merged = task.merge_windows(pred, true, mask, torch.as_tensor(arrays["start"]))
+        summary = summarize_metrics(*merged)
+        if per_window is not None:
+            summary["at_steps"] = per_window["at_steps"]
+            summary["per_step"] = per_window["per_step"]
+        summary["merged"] = "cells once (overlapping windows averaged)" if task.aligned else "one row per window"
         ids = arrays["stations" + suffix].tolist()
         summary["per_station"] = dict(zip(ids, summary["per_station"], strict=True))
         result[group] = summary

@@ -13,7 +13,7 @@ the scaler too, and scored in the test period).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +32,8 @@ from stgraph.data.time_splits import TimeSplit, chronological_time_split, month_
 from stgraph.data.windows import WindowDataset, Windows, window_starts
 from stgraph.datasets import load_dataset
 from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
+from stgraph.engine.tasks import Task, get_task
+from stgraph.engine.tasks.impute import in_sample_view  # noqa: F401  (re-exported)
 from stgraph.graph.knn import default_backend
 from stgraph.models.base import DataSizes, GraphBatch
 
@@ -95,40 +97,40 @@ class Experiment:
     def task(self) -> str:
         return self.cfg.data.task
 
+    @functools.cached_property
+    def task_obj(self) -> Task:
+        """The task's decisions (hiding, inputs, scoring, merging): :mod:`stgraph.engine.tasks`."""
+        return get_task(self.task)
+
     @property
     def aligned(self) -> bool:
-        return self.task in ("krige", "impute")
+        return self.task_obj.aligned
 
     def roles(self, role: str) -> tuple[np.ndarray, np.ndarray]:
         """(visible, hidden) node indices when scoring ``role`` (``val``/``test``). For ``impute``
         every station is visible and none is hidden: the model's ``src`` output is scored."""
-        src = self.split.indices(self.data, "train")
-        if self.task == "impute":
-            return src, src[:0]
-        return src, self.split.indices(self.data, role)
+        return self.task_obj.roles(self.split, self.data, role)
 
     def pos(self, nodes) -> torch.Tensor:
         return torch.as_tensor(self.data.latlon[np.asarray(nodes)], dtype=torch.float32)
 
     def out_window(self, w: Windows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Target values, mask and time encodings of a window batch's output steps."""
-        if self.aligned:
-            return w.x[..., self.targets], w.x_mask[..., self.targets], w.x_time
-        return w.y[..., self.targets], w.y_mask[..., self.targets], w.y_time
+        return self.task_obj.out_window(w, self.targets)
 
     def scored(self, pred, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray):
         """(prediction, truth, mask) of the scored stations: the hidden ones, or for ``impute``
         the visible ones (whose evaluation cells were never in the input)."""
-        if self.task == "impute":
-            return pred.src, y[:, :, src], m[:, :, src]
-        return pred.tgt, y[:, :, tgt], m[:, :, tgt]
+        return self.task_obj.scored(pred, y, m, src, tgt)
 
     def eval_windows(
         self, period: str, max_windows: int | None = None, *, scaled_truth: bool = False
     ) -> tuple[WindowDataset, WindowDataset]:
         """(inputs standardised, truth in original units — or standardised with ``scaled_truth``)
         over all stations in one period; the truth's mask says where to score."""
-        starts = window_starts(self.periods.period(period), self.cfg.data.window, self._horizon, self.cfg.data.stride)
+        # every window start (stride 1): ``data.stride`` thins training windows only, so models
+        # trained with different strides are scored on the same cells
+        starts = window_starts(self.periods.period(period), self.cfg.data.window, self._horizon, 1)
         if max_windows is not None and len(starts) > max_windows:  # evenly spaced, deterministic
             starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
         w, h = self.cfg.data.window, self._horizon
@@ -146,7 +148,7 @@ class Experiment:
 
     @property
     def _horizon(self) -> int:
-        return 0 if self.aligned else self.cfg.data.horizon
+        return self.task_obj.window_horizon(self.cfg.data.horizon)
 
     def batch(self, w: Windows, src: np.ndarray, tgt: np.ndarray, nodes: np.ndarray | None = None) -> GraphBatch:
         """A model batch with ``src`` visible and ``tgt`` as targets; ``src``/``tgt`` index the
@@ -164,22 +166,10 @@ class Experiment:
         )
 
 
-def in_sample_view(view: StationData) -> tuple[StationData, np.ndarray]:
-    """For ``impute``: (the data without its evaluation cells, the evaluation mask)."""
-    if view.eval_mask is None:
-        raise ValueError(
-            f"task 'impute' scores a dataset's evaluation cells, and '{view.name}' has no eval_mask "
-            "(aqi36 has the official one)"
-        )
-    hidden = view.eval_mask
-    return replace(view, values=view.values.copy(), mask=view.mask & ~hidden, eval_mask=None), hidden
-
-
 def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -> Experiment:
     """Load (or take) the data and build roles, periods, scaler, windows and sizes."""
     dc = cfg.data
-    if dc.task not in ("forecast", "krige", "impute"):
-        raise ValueError(f"data.task must be 'forecast', 'krige' or 'impute', got '{dc.task}'")
+    task = get_task(dc.task)
     data = load_experiment_data(dc) if data is None else data
     names = list(dc.input_channels or data.channels)
     view = data if tuple(names) == data.channels else data.select_channels(names)
@@ -187,23 +177,20 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     if missing:
         raise ValueError(f"data.target_channels {missing} must be among the input channels {names}")
     targets = np.array([names.index(c) for c in dc.target_channels])
-    aligned = dc.task != "forecast"
+    aligned = task.aligned
     horizon = dc.window if aligned else dc.horizon
-    truth_values, truth_mask = view.values, view.mask
-    if dc.task == "impute":
-        truth_values = view.values
-        view, truth_mask = in_sample_view(view)
-        split = StationSplit(train=view.station_ids, val=(), test=(), method="in-sample")
-    else:
-        split = make_station_split(data, cfg.split)
-    periods = make_time_split(data, cfg.split, dc.window + (0 if aligned else horizon))
+    truth_values = view.values
+    view, truth_mask = task.model_view(view)
+    split = task.station_split(view, lambda: make_station_split(data, cfg.split))
+    periods = make_time_split(data, cfg.split, dc.window + task.window_horizon(horizon))
+    training_periods = task.training_periods(periods, cfg.split)
     backend = default_backend()
     train = build_training_inputs(
         view,
         split,
-        periods,
+        training_periods,
         window=dc.window,
-        horizon=0 if aligned else horizon,
+        horizon=task.window_horizon(horizon),
         k=min(4, max(1, len(split.train) - 1)),
         stride=dc.stride,
         backend=backend,

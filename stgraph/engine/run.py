@@ -14,6 +14,7 @@ from stgraph.data.station_data import StationData
 from stgraph.engine.config import ExperimentConfig, load_config, save_config
 from stgraph.engine.evaluate import predict, score
 from stgraph.engine.experiment import Experiment, prepare_experiment
+from stgraph.engine.fitting import fit_model
 from stgraph.engine.runs import RunDir, environment_record
 from stgraph.engine.trainer import train_model
 from stgraph.models.registry import build_model
@@ -79,8 +80,12 @@ def run_experiment(
     exp, model = build_experiment(cfg, data)
     record_run(exp, run)
     training = {}
+    fitted = fit_model(model, exp)
+    if fitted:
+        run.write_json("fit.json", fitted)
+        training["fit"] = fitted
     if model.trainable:
-        training = train_model(model, exp, run, progress=progress)
+        training = {**train_model(model, exp, run, progress=progress), **training}
         model.load_state_dict(torch.load(run.best_path, weights_only=False)["model"])
     return run, evaluate_model(model, exp, run, training)
 
@@ -90,6 +95,7 @@ def evaluate_run(run_dir: str | Path, data: StationData | None = None) -> dict:
     run = RunDir(run_dir)
     cfg = load_config(run.config_path)
     exp, model = build_experiment(cfg, data)
+    fit_model(model, exp)  # deterministic: the same choices as in training
     if model.trainable:
         if not run.best_path.exists():
             raise FileNotFoundError(f"{run.best_path}: no best checkpoint; train the run first")

@@ -1,31 +1,38 @@
 """The training loop, readable top to bottom.
 
-``_step`` computes one training batch's loss: the batch hides a random subset of the training
-stations and scores the model on them from the others (node masking), plus, weighted, on the
-visible stations themselves. For ``impute`` it hides random observed cells instead (every station
-stays visible) and scores the model's completed series there. Forecasting models that want teacher
-forcing get the visible stations' truth in ``batch.y_src`` — never the hidden ones'. ``validate``
-scores the val-role stations from the train-role ones (mean absolute error, standardised units).
-AdamW, gradient clipping, early stopping on validation MAE, ``best.pt`` on improvement, ``last.pt``
-after every epoch. Every epoch draws its shuffling and hiding from a generator seeded by (seed,
-epoch), and the global RNG state is checkpointed, so a run killed at any point and resumed from
-``last.pt`` ends with the same weights as one never interrupted.
+Each batch is shaped by the experiment's task (:mod:`stgraph.engine.tasks`): it hides random
+training stations (or, for ``impute``, observed cells) and returns the loss terms that score the
+model there, plus, weighted, on what it kept. Forecasting models that want teacher forcing get
+the visible stations' truth in ``batch.y_src`` — never the hidden ones'. A model's ``aux``
+estimates (e.g. GRIN's per-direction imputations) are scored by the same terms and added.
+``validate`` scores the val-role stations from the train-role ones (MAE, standardised units).
+
+Masked L1 by default (MSE selectable); AdamW, optional linear warm-up, a plateau or cosine
+learning-rate schedule, gradient clipping, early stopping on validation MAE with ``patience``,
+``best.pt`` on improvement, ``last.pt`` after every epoch. Every epoch draws its shuffling and
+hiding from a generator seeded by (seed, epoch), and the optimiser, schedule and global RNG
+state are checkpointed, so a run killed at any point and resumed from ``last.pt`` ends with the
+same weights as one never interrupted. The learning curve (train loss, validation MAE, learning
+rate per epoch) is written as ``learning_curve.csv`` and ``.png``; the summary says whether the
+run converged (early stopping fired) or stopped at the epoch cap.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from stgraph.engine.experiment import Experiment
+from stgraph.engine.learning_curve import write_learning_curve
 from stgraph.engine.runs import RunDir, atomic_torch_save
-from stgraph.models.base import StationModel
+from stgraph.engine.tasks import LossTerm, TrainingView
+from stgraph.models.base import Prediction, StationModel
 
 
 def masked_mse(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -33,51 +40,40 @@ def masked_mse(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> to
     return ((pred - true) ** 2 * m).sum() / m.sum().clamp_min(1.0)
 
 
-def _hide(n: int, fraction: float, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Split n training stations into visible and hidden (at least one of each)."""
-    n_hide = min(max(1, round(fraction * n)), n - 1)
-    perm = torch.randperm(n, generator=gen).numpy()
-    return np.sort(perm[n_hide:]), np.sort(perm[:n_hide])
+def masked_l1(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(pred.dtype)
+    return ((pred - true).abs() * m).sum() / m.sum().clamp_min(1.0)
 
 
-def hidden_cells(shape: tuple[int, ...], fraction: float, block: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, W, N, C) bool cells to hide for ``impute`` training: about ``fraction`` of them, as
-    gaps of ``block`` consecutive steps (each step starts a gap with probability fraction/block)."""
-    if block <= 1:
-        return torch.rand(shape, generator=gen) < fraction
-    starts = (torch.rand(shape, generator=gen) < fraction / block).to(torch.int32)
-    ends = torch.cumsum(starts, dim=1)  # started gaps up to each step
-    before = torch.nn.functional.pad(ends, (0, 0, 0, 0, block, 0))[:, :-block]  # started up to step t - block
-    return (ends - before) > 0  # a gap started within the last `block` steps
+LOSSES = {"l1": masked_l1, "mse": masked_mse}
 
 
-def _step(model: StationModel, exp: Experiment, w, src, tgt, nodes, src_weight: float, gen: torch.Generator):
-    """Masked MSE of one batch (standardised units)."""
-    y, y_mask, _ = exp.out_window(w)
-    if exp.task == "impute":  # hide random observed cells; score the completed series there
-        keep = ~hidden_cells(w.x_mask.shape, exp.cfg.train.hide_fraction, exp.cfg.train.hide_block, gen)
-        pred = model(exp.batch(replace(w, x=w.x * keep, x_mask=w.x_mask & keep), src, tgt, nodes))
-        kept = keep[..., exp.targets]
-        loss = masked_mse(pred.src, y, y_mask & ~kept)
-        return loss + src_weight * masked_mse(pred.src, y, y_mask & kept) if src_weight else loss
-    batch = exp.batch(w, src, tgt, nodes)
-    if not exp.aligned:
-        batch.y_src, batch.y_src_mask = y[:, :, src], y_mask[:, :, src]
-    pred = model(batch)
-    loss = masked_mse(pred.tgt, y[:, :, tgt], y_mask[:, :, tgt])
-    if src_weight:
-        loss = loss + src_weight * masked_mse(pred.src, y[:, :, src], y_mask[:, :, src])
-    return loss
+def task_loss(pred: Prediction, terms: list[LossTerm], loss_fn) -> torch.Tensor:
+    """Sum of the weighted loss terms over the prediction and each of its ``aux`` estimates."""
+    total = pred.src.new_zeros(())
+    for p in [pred, *pred.aux]:
+        for t in terms:
+            if t.weight:
+                total = total + t.weight * loss_fn(getattr(p, t.which), t.y, t.mask)
+    return total
+
+
+def training_step(model: StationModel, exp: Experiment, view: TrainingView, loss_fn) -> torch.Tensor:
+    """The loss of one training batch shaped by the task."""
+    batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
+    if view.teacher is not None:
+        batch.y_src, batch.y_src_mask = view.teacher
+    return task_loss(model(batch), view.terms, loss_fn)
 
 
 @torch.no_grad()
 def validate(model: StationModel, exp: Experiment) -> float:
     """Mean absolute error (standardised units) at val-role stations from train-role stations, or
-    for ``impute`` at the evaluation cells of the val period."""
+    for ``impute`` at the evaluation cells of the val period (windows scored as they come)."""
     model.eval()
     inputs, truth = exp.eval_windows("val", exp.cfg.train.max_eval_windows, scaled_truth=True)
     src, tgt = exp.roles("val")
-    if (len(tgt) == 0 and exp.task != "impute") or len(inputs) == 0:
+    if (len(tgt) == 0 and not exp.task_obj.scores_visible) or len(inputs) == 0:
         raise ValueError("validation needs val-role stations and a val period with at least one window")
     err, count = 0.0, 0.0
     for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
@@ -92,6 +88,16 @@ def validate(model: StationModel, exp: Experiment) -> float:
     return err / count
 
 
+def _lr_factor(tc, step: int, epoch: int, plateau_factor: float) -> float:
+    """Multiplier of ``lr`` at an optimiser step: warm-up x (plateau halvings | cosine | 1)."""
+    warm = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
+    if tc.lr_schedule == "cosine":
+        return warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(epoch / max(tc.epochs, 1), 1.0))))
+    if tc.lr_schedule == "plateau":
+        return warm * plateau_factor
+    return warm
+
+
 def train_model(
     model: StationModel,
     exp: Experiment,
@@ -102,44 +108,55 @@ def train_model(
 ) -> dict:
     """Train (or resume training) ``model``; returns the training history summary."""
     tc = exp.cfg.train
+    loss_fn = LOSSES[tc.loss]
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    state = {"epoch": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0}
+    state = {
+        "epoch": 0, "step": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0,
+        "lr_factor": 1.0, "lr_bad_epochs": 0, "seconds": 0.0,
+    }  # fmt: skip
     if run.last_path.exists():  # resume after a crash
         ckpt = torch.load(run.last_path, weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"])
-        state = ckpt["state"]
+        state = {**state, **ckpt["state"]}
         kept = [r for r in run.read_log() if r["epoch"] <= state["epoch"]]  # drop a crashed epoch's line
         run.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     windows, nodes = exp.train.windows, exp.train.stations
-    limit = tc.max_train_windows
+    n_windows = min(len(windows), tc.max_train_windows or len(windows))
+    steps_per_epoch = math.ceil(n_windows / tc.batch_size)
+    model.set_training_budget(tc.epochs * steps_per_epoch)
+    task = exp.task_obj
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
         model.train()
-        order = torch.randperm(len(windows), generator=gen)[:limit]
+        order = torch.randperm(len(windows), generator=gen)[:n_windows]
         t0, total, seen = time.perf_counter(), 0.0, 0
         bar = tqdm(order.split(tc.batch_size), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not progress)
         for idx in bar:
-            w = windows[idx]
-            if exp.task == "impute":
-                src, tgt = np.arange(len(nodes)), np.zeros(0, dtype=np.int64)
-            else:
-                src, tgt = _hide(len(nodes), tc.hide_fraction, gen)
-            loss = _step(model, exp, w, src, tgt, nodes, tc.src_loss_weight, gen)
+            for group in opt.param_groups:
+                group["lr"] = tc.lr * _lr_factor(tc, state["step"], epoch, state["lr_factor"])
+            view = task.training_view(windows[idx], nodes, exp.targets, tc, gen)
+            loss = training_step(model, exp, view, loss_fn)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
+            state["step"] += 1
             total, seen = total + loss.item() * len(idx), seen + len(idx)
             bar.set_postfix(loss=f"{total / seen:.4f}", win_s=f"{seen / (time.perf_counter() - t0):.0f}")
         train_time = time.perf_counter() - t0
         val_mae = validate(model, exp)
-        improved = val_mae < state["best_val"]
+        improved = val_mae < state["best_val"] * (1 - tc.min_delta)
+        lr_now = opt.param_groups[0]["lr"]
         state.update(epoch=epoch + 1, bad_epochs=0 if improved else state["bad_epochs"] + 1)
-        if improved:
+        state["lr_bad_epochs"] = 0 if improved else state["lr_bad_epochs"] + 1
+        if tc.lr_schedule == "plateau" and state["lr_bad_epochs"] >= tc.lr_patience:
+            state.update(lr_factor=state["lr_factor"] * 0.5, lr_bad_epochs=0)
+        state["seconds"] += time.perf_counter() - t0
+        if val_mae < state["best_val"]:
             state.update(best_val=val_mae, best_epoch=epoch + 1)
             atomic_torch_save({"model": model.state_dict(), "epoch": epoch + 1, "val_mae": val_mae}, run.best_path)
         atomic_torch_save(
@@ -154,8 +171,10 @@ def train_model(
         run.append_log(
             {
                 "epoch": epoch + 1,
+                "step": state["step"],
                 "train_loss": total / max(seen, 1),
                 "val_mae_scaled": val_mae,
+                "lr": lr_now,
                 "epoch_seconds": train_time,
                 "windows_per_second": seen / max(train_time, 1e-9),
                 "improved": improved,
@@ -164,9 +183,18 @@ def train_model(
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     log = run.read_log()
+    write_learning_curve(log, run.path, title=f"{exp.cfg.model.name} / {exp.cfg.data.task}")
+    converged = state["bad_epochs"] >= tc.patience
     return {
         **state,
         "epochs_run": len(log),
+        "steps": state["step"],
+        "steps_per_epoch": steps_per_epoch,
+        "windows_per_epoch": n_windows,
+        "train_windows": len(windows),
+        "converged": bool(converged),
+        "stopped": "early stopping" if converged else "epoch cap",
+        "wall_seconds": state["seconds"],
         "seconds_per_epoch": float(np.mean([r["epoch_seconds"] for r in log])) if log else 0.0,
         "windows_per_second": float(np.mean([r["windows_per_second"] for r in log])) if log else 0.0,
     }

@@ -8,7 +8,8 @@ hidden val/test stations. Values are standardised (the engine's scaler); predict
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -55,6 +56,29 @@ class Prediction:
 
     src: torch.Tensor
     tgt: torch.Tensor
+    aux: list[Prediction] = field(default_factory=list)
+    """Further estimates of the same outputs that training also scores (e.g. GRIN's per-direction
+    and first-stage imputations): the trainer adds each one's loss, same mask, weight 1."""
+
+
+@dataclass
+class FitContext:
+    """What a model's :meth:`StationModel.fit` may use; built by the engine, leak-free.
+
+    Attributes:
+        train_batches: a callable yielding (batch, terms) from the *training* stations and
+            period only: ``batch`` is a GraphBatch shaped by the task as in gradient training
+            (some training stations hidden as targets, or cells hidden for ``impute``);
+            ``terms`` is a tuple of ``(which, y, mask, weight)``: output ``"src"``/``"tgt"``,
+            its standardised truth and mask (B, H, N_which, C_out) and the loss weight.
+        validate: scores the model as it stands on the val-role stations / val period
+            (standardised MAE, lower is better), as early stopping does.
+        seed: the run's seed.
+    """
+
+    train_batches: Callable[[], Iterator[tuple[GraphBatch, tuple[torch.Tensor, ...]]]]
+    validate: Callable[[], float]
+    seed: int = 0
 
 
 TASKS = ("forecast", "krige", "impute")
@@ -98,6 +122,7 @@ class StationModel(nn.Module):
     """Base class. Subclasses take ``sizes: DataSizes`` plus typed hyperparameters, implement
     ``forward(batch: GraphBatch) -> Prediction`` and ``reset_parameters()``. A model with no
     parameters (IDW, persistence) sets ``trainable = False``; the engine then skips training.
+    ``fits`` models get :meth:`fit` with a :class:`FitContext`.
     ``learns_interpolation`` is False where predictions at targets are a fixed function of the
     visible stations' predictions (no gradient flows through them). ``tasks`` lists the tasks
     the model is defined for (a subset of :data:`TASKS`); the benchmark runner skips the others."""
@@ -105,6 +130,18 @@ class StationModel(nn.Module):
     trainable: bool = True
     learns_interpolation: bool = True
     tasks: frozenset[str] = frozenset(TASKS)
+    fits: bool = False  # True: the engine calls ``fit(ctx)`` before (or instead of) gradient training
+
+    def fit(self, ctx: FitContext) -> dict:
+        """Closed-form / search fitting on training data (and selection on validation), called by
+        the engine for every model with ``fits = True`` before any gradient training. Returns a
+        record of what was chosen (saved in the run's metrics). Default: nothing to fit."""
+        return {}
+
+    def set_training_budget(self, total_steps: int) -> None:
+        """Told by the engine before training: the most optimiser steps this run may take
+        (epochs x batches per epoch). Schedules that the papers define in steps (DCRNN's
+        curriculum) scale from it. Default: ignored."""
 
     def __init__(self, sizes: DataSizes):
         super().__init__()

@@ -15,14 +15,18 @@ from stgraph.models.base import DataSizes, StationModel
 MODELS: dict[str, str] = {
     # native graph models: predict at stations with no history
     "aqnet": "stgraph.models.aqnet:AQNet:AQNetParams",
-    "aqnet-ref": "stgraph.models.aqnet:AQNetRef:AQNetParams",
+    "aqnet-ref": "stgraph.models.aqnet:AQNetRef:AQNetRefParams",
     "dcrnn": "stgraph.models.dcrnn:DCRNN:DCRNNParams",
     "stgcn": "stgraph.models.stgcn:STGCN:STGCNParams",
     "ignnk": "stgraph.models.ignnk:IGNNK:IGNNKParams",
+    "grin": "stgraph.models.grin:GRIN:GRINParams",
     # spatial interpolators
     "idw": "stgraph.models.baselines.idw:IDW:IDWParams",
     "knn": "stgraph.models.baselines.knn_mean:KNNMean:KNNMeanParams",
     "gp": "stgraph.models.baselines.gp:GPKriging:GPParams",
+    # interpolation in time (impute), alone and blended with the nearest stations
+    "lerp": "stgraph.models.baselines.lerp:Lerp:LerpParams",
+    "lerp-knn": "stgraph.models.baselines.lerp:LerpKNN:LerpKNNParams",
     # station-wise temporal models, read out at targets by inverse-distance weighting
     "persistence": "stgraph.models.baselines.persistence:Persistence:PersistenceParams",
     "seasonal-naive": "stgraph.models.baselines.seasonal_naive:SeasonalNaive:SeasonalNaiveParams",

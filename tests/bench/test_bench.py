@@ -58,12 +58,22 @@ def test_shipped_suites_load_and_cover_every_model():
 
     uci = load_suite("configs/bench/uci12.yaml")
     aqi = load_suite("configs/bench/aqi36.yaml")
-    assert set(uci.models) == set(MODELS)
-    assert {r.task for r in uci.runs} == {"krige", "short", "long"}
-    assert {r.config.split.fold for r in uci.runs} == {0, 1, 2, 3} and {r.seed for r in uci.runs} == {0, 1, 2}
-    impute = [r for r in aqi.runs if r.task == "impute"]
+    assert set(uci.models) | set(aqi.models) == set(MODELS)
+    assert {r.task for r in uci.runs} == {"krige", "short"}
+    assert {r.config.split.fold for r in uci.runs} == {0, 1, 2, 3}
+    assert all(r.config.split.val == 2 for r in uci.runs)  # model selection on two val stations
+    impute = [r for r in aqi.runs if r.task.startswith("impute")]
     assert impute and all(r.config.split.test_months == [3, 6, 9, 12] for r in impute)
-    assert aqi.reference["impute"]["GRIN"] == 12.08
+    modes = {r.task: r.config.split.impute_training for r in impute}
+    assert modes == {"impute": "out-of-sample", "impute-in-sample": "in-sample"}
+    assert aqi.reference["impute-in-sample"]["GRIN"] == 12.08
+    assert {r.model for r in aqi.runs if r.task == "impute-in-sample"} == {
+        "grin",
+        "lerp-knn",
+        "lerp",
+        "persistence",
+        "knn",
+    }
 
 
 def test_suite_errors_name_the_place():

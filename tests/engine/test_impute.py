@@ -61,6 +61,34 @@ def test_poisoned_evaluation_cells_change_nothing_but_the_score(tmp_path, aqi36_
     assert ma["test"]["hidden"]["overall"]["mae"] < 1e4 < mb["test"]["hidden"]["overall"]["mae"]
 
 
+def test_fit_hook_never_sees_test_cells(tmp_path, aqi36_slice):
+    """lerp-knn chooses tau on the val period's evaluation cells; poisoning the test period's
+    evaluation cells changes its score only, never its choice or its predictions."""
+    march = np.asarray(aqi36_slice.times.astype("datetime64[M]") == np.datetime64("2015-03"))
+    ev = aqi36_slice.eval_mask & march[:, None, None]
+    values = aqi36_slice.values.copy()
+    values[ev] = 1e9
+    poisoned = replace(aqi36_slice, values=values, eval_mask=aqi36_slice.eval_mask.copy())
+    cfg = impute_cfg("lerp-knn")
+    cfg.model.hparams = {}  # tau: chosen by the fit hook
+    run_a, ma = run_experiment(cfg, tmp_path, name="clean", data=aqi36_slice, progress=False)
+    run_b, mb = run_experiment(cfg, tmp_path, name="poisoned", data=poisoned, progress=False)
+    assert ma["training"]["fit"]["chosen"] and ma["training"]["fit"] == mb["training"]["fit"]
+    assert np.array_equal(run_a.load_predictions()["pred"], run_b.load_predictions()["pred"])
+    assert ma["test"]["hidden"]["overall"]["mae"] < 1e4 < mb["test"]["hidden"]["overall"]["mae"]
+
+
+def test_lerp_knn_beats_its_parts_on_real_data(tmp_path, aqi36_slice):
+    """On real AQI-36 cells the gap-weighted blend is better than either interpolation alone."""
+    maes = {}
+    for name, hp in (("lerp", {}), ("knn", {"k": 3}), ("lerp-knn", {})):
+        cfg = impute_cfg("idw", max_eval_windows=None)
+        cfg.model.name, cfg.model.hparams = name, hp
+        _, m = run_experiment(cfg, tmp_path, name=name, data=aqi36_slice, progress=False)
+        maes[name] = m["test"]["hidden"]["overall"]["mae"]
+    assert maes["lerp-knn"] < min(maes["lerp"], maes["knn"]), maes
+
+
 def test_each_evaluation_cell_is_scored_once(tmp_path, aqi36_slice):
     cfg = impute_cfg("idw", max_eval_windows=None)
     _, m = run_experiment(cfg, tmp_path, data=aqi36_slice, progress=False)
@@ -87,7 +115,7 @@ def test_average_overlapping_windows_by_hand():
 
 
 def test_hidden_cells_come_as_gaps_of_the_block_length():
-    from stgraph.engine.trainer import hidden_cells
+    from stgraph.engine.tasks import hidden_cells
 
     g = torch.Generator().manual_seed(0)
     points = hidden_cells((64, 48, 10, 2), 0.25, 1, g)

@@ -136,3 +136,31 @@ def test_long_horizon_scores_daily_means(tmp_path):
     assert len(hidden["per_step"]) == 2 and hidden["overall"]["count"] > 0
     preds = run.load_predictions()
     assert preds["pred"].shape[1] == 48  # predictions stay hourly; only the scores are daily
+
+
+def test_training_records_its_learning_curve_and_whether_it_converged(tmp_path):
+    data = synthetic_stations(num_nodes=10, num_steps=24 * 8, num_channels=2, seed=3)
+    capped = tiny_cfg(epochs=2, patience=5)
+    run, m = run_experiment(capped, tmp_path, name="capped", data=data, progress=False)
+    t = m["training"]
+    assert t["epochs_run"] == 2 and not t["converged"] and t["stopped"] == "epoch cap"
+    assert t["steps"] == 2 * t["steps_per_epoch"] and t["wall_seconds"] > 0
+    curve = (run.path / "learning_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch,step,train_loss,val_mae_scaled,lr") and len(curve) == 3
+    assert (run.path / "learning_curve.png").stat().st_size > 1000
+    early = tiny_cfg(epochs=50, patience=1, lr=1e-9)  # no learning: early stopping fires at once
+    _, m = run_experiment(early, tmp_path, name="early", data=data, progress=False)
+    assert m["training"]["converged"] and m["training"]["epochs_run"] < 50
+
+
+def test_l1_is_the_default_loss_and_the_schedule_halves_on_plateau():
+    from stgraph.engine.trainer import LOSSES, _lr_factor, masked_l1
+
+    cfg = tiny_cfg()
+    assert cfg.train.loss == "l1" and LOSSES[cfg.train.loss] is masked_l1
+    p, y = torch.tensor([1.0, 5.0, 0.0]), torch.tensor([0.0, 0.0, 100.0])
+    assert masked_l1(p, y, torch.tensor([True, True, False])).item() == 3.0
+    tc = tiny_cfg(warmup_steps=10).train
+    assert _lr_factor(tc, 0, 0, 1.0) == 0.1 and _lr_factor(tc, 20, 3, 0.5) == 0.5
+    cos = tiny_cfg(lr_schedule="cosine", epochs=10).train
+    assert _lr_factor(cos, 100, 0, 1.0) == 1.0 and abs(_lr_factor(cos, 100, 10, 1.0) - 0.01) < 1e-9

@@ -179,6 +179,7 @@ def test_posterior_mean_matches_scikit_learn(mean):
     mean (``observed``: the mean of those observations) is subtracted before the fit and added back."""
     from sklearn import gaussian_process as gp  # the dev extra installs it: a missing oracle fails
     from sklearn.gaussian_process import kernels
+
     ell, var, noise = 18.0, 1.7, 0.15
     g = torch.Generator().manual_seed(5)
     n_src, n_tgt, steps = 12, 4, 6

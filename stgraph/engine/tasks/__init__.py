@@ -1,0 +1,28 @@
+"""One small class per task (see :mod:`stgraph.engine.tasks.base`); ``get_task(name)``."""
+
+from __future__ import annotations
+
+from stgraph.engine.tasks.base import LossTerm, Task, TrainingView
+from stgraph.engine.tasks.impute import Impute, hidden_cells
+from stgraph.engine.tasks.stations import Forecast, Krige
+
+TASK_CLASSES: dict[str, type[Task]] = {"forecast": Forecast, "krige": Krige, "impute": Impute}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASK_CLASSES:
+        raise ValueError(f"data.task must be one of {sorted(TASK_CLASSES)}, got '{name}'")
+    return TASK_CLASSES[name]()
+
+
+__all__ = [
+    "LossTerm",
+    "Task",
+    "TrainingView",
+    "TASK_CLASSES",
+    "get_task",
+    "hidden_cells",
+    "Forecast",
+    "Krige",
+    "Impute",
+]

@@ -1,0 +1,121 @@
+"""What a task decides, in one place: who is hidden in training, what the model is given, what is
+scored and how overlapping windows are merged.
+
+The engine (experiment set-up, trainer, evaluation) asks the experiment's :class:`Task` instead
+of branching on the task's name, so a new task is one new file in this package. Three tasks
+exist: ``forecast`` (the H steps after the window, at hidden stations), ``krige`` (hidden stations
+over the window itself) and ``impute`` (in-sample: every station visible, the dataset's
+evaluation cells removed from the input and scored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from stgraph.data.splits import StationSplit
+from stgraph.data.station_data import StationData
+from stgraph.data.time_splits import TimeSplit
+from stgraph.data.windows import Windows
+from stgraph.engine.metrics import average_overlapping_windows
+from stgraph.models.base import Prediction
+
+
+@dataclass
+class LossTerm:
+    """One part of a training loss: ``which`` output (``"src"``/``"tgt"``) compared with ``y`` where
+    ``mask`` holds, times ``weight``. y, mask: (B, H, N_which, C_out)."""
+
+    which: str
+    y: torch.Tensor
+    mask: torch.Tensor
+    weight: float = 1.0
+
+
+@dataclass
+class TrainingView:
+    """A training batch as the task shapes it: the windows the model is given (columns = ``nodes``
+    of the dataset), which columns are visible (``src``) and targets (``tgt``), and the loss terms.
+    ``teacher``: the visible stations' truth may be given for teacher forcing (forecast)."""
+
+    w: Windows
+    src: np.ndarray
+    tgt: np.ndarray
+    nodes: np.ndarray
+    terms: list[LossTerm]
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def select_columns(w: Windows, cols: np.ndarray) -> Windows:
+    """The windows restricted to station columns ``cols`` (time encodings and starts unchanged)."""
+    c = torch.as_tensor(cols)
+    return replace(w, x=w.x[:, :, c], x_mask=w.x_mask[:, :, c], y=w.y[:, :, c], y_mask=w.y_mask[:, :, c])
+
+
+def hide_stations(n: int, fraction: float, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split n training stations into visible and hidden (at least one of each)."""
+    n_hide = min(max(1, round(fraction * n)), n - 1)
+    perm = torch.randperm(n, generator=gen).numpy()
+    return np.sort(perm[n_hide:]), np.sort(perm[:n_hide])
+
+
+def hide_per_sample(b: int, n: int, fraction: float, gen: torch.Generator) -> torch.Tensor:
+    """(B, N) bool: a different random set of about ``fraction * n`` stations per sample (at least
+    one hidden and one visible)."""
+    n_hide = min(max(1, round(fraction * n)), n - 1)
+    ranks = torch.rand(b, n, generator=gen).argsort(dim=1).argsort(dim=1)
+    return ranks < n_hide
+
+
+class Task:
+    """Base class; subclasses set ``name`` and ``aligned`` and override what differs."""
+
+    name = ""
+    aligned = True  # outputs at the input steps (krige, impute) rather than after them
+    scores_visible = False  # impute scores the visible stations' completed series
+
+    def window_horizon(self, horizon: int) -> int:
+        """Steps a window holds after its input part (0 for the aligned tasks)."""
+        return 0 if self.aligned else horizon
+
+    def model_view(self, view: StationData) -> tuple[StationData, np.ndarray]:
+        """(the data models may see, the (T, N, C) mask of what is scored)."""
+        return view, view.mask
+
+    def training_periods(self, periods: TimeSplit, split_cfg) -> TimeSplit:
+        """The periods training windows and the scaler come from (default: as split)."""
+        return periods
+
+    def station_split(self, data: StationData, make_split) -> StationSplit:
+        """Station roles; ``make_split()`` builds them from the config."""
+        return make_split()
+
+    def roles(self, split: StationSplit, data: StationData, role: str) -> tuple[np.ndarray, np.ndarray]:
+        """(visible, hidden) node indices when scoring ``role`` (``val``/``test``)."""
+        return split.indices(data, "train"), split.indices(data, role)
+
+    def out_window(self, w: Windows, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Target values, mask and time encodings of a window batch's output steps."""
+        if self.aligned:
+            return w.x[..., targets], w.x_mask[..., targets], w.x_time
+        return w.y[..., targets], w.y_mask[..., targets], w.y_time
+
+    def scored(self, pred: Prediction, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray):
+        """(prediction, truth, mask) of the scored stations."""
+        return pred.tgt, y[:, :, tgt], m[:, :, tgt]
+
+    def merge_windows(self, pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, start: torch.Tensor):
+        """Overall scores count each (time, station) cell once: overlapping windows' estimates of a
+        cell are averaged (aligned tasks). Forecasts keep one row per window (a cell's forecasts
+        from different windows are different lead times). Shapes (B, H, N, C) -> (B', H', N, C)."""
+        if self.aligned:
+            return average_overlapping_windows(pred, true, mask, start)
+        return pred, true, mask
+
+    def training_view(
+        self, w: Windows, nodes: np.ndarray, targets: np.ndarray, tc, gen: torch.Generator
+    ) -> TrainingView:
+        """Hide part of a training batch and say what the loss compares (``tc``: the TrainConfig)."""
+        raise NotImplementedError

@@ -1,0 +1,84 @@
+"""``impute``: in-sample imputation of a dataset's evaluation cells (AQI-36's official mask).
+
+Every station is visible and none is hidden; the evaluation cells are removed from every input
+and from the scaler (see :func:`stgraph.engine.experiment.in_sample_view`). Training hides random
+observed cells (or gaps of ``hide_block`` steps) and scores the completed series there, plus,
+weighted ``src_loss_weight``, the cells it kept. Evaluation scores the visible stations'
+completed series at the evaluation cells, each cell once (overlapping windows averaged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from stgraph.data.splits import StationSplit
+from stgraph.data.station_data import StationData
+from stgraph.data.time_splits import TimeSplit
+from stgraph.data.windows import Windows
+from stgraph.engine.tasks.base import LossTerm, Task, TrainingView
+from stgraph.models.base import Prediction
+
+
+def hidden_cells(shape: tuple[int, ...], fraction: float, block: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, W, N, C) bool cells to hide for ``impute`` training: about ``fraction`` of them, as
+    gaps of ``block`` consecutive steps (each step starts a gap with probability fraction/block)."""
+    if block <= 1:
+        return torch.rand(shape, generator=gen) < fraction
+    starts = (torch.rand(shape, generator=gen) < fraction / block).to(torch.int32)
+    ends = torch.cumsum(starts, dim=1)  # started gaps up to each step
+    before = torch.nn.functional.pad(ends, (0, 0, 0, 0, block, 0))[:, :-block]  # started up to step t - block
+    return (ends - before) > 0  # a gap started within the last `block` steps
+
+
+def in_sample_view(view: StationData) -> tuple[StationData, np.ndarray]:
+    """(the data without its evaluation cells, the evaluation mask)."""
+    if view.eval_mask is None:
+        raise ValueError(
+            f"task 'impute' scores a dataset's evaluation cells, and '{view.name}' has no eval_mask "
+            "(aqi36 has the official one)"
+        )
+    hidden = view.eval_mask
+    return replace(view, values=view.values.copy(), mask=view.mask & ~hidden, eval_mask=None), hidden
+
+
+class Impute(Task):
+    name = "impute"
+    aligned = True
+    scores_visible = True
+
+    def model_view(self, view: StationData) -> tuple[StationData, np.ndarray]:
+        return in_sample_view(view)
+
+    def training_periods(self, periods: TimeSplit, split_cfg) -> TimeSplit:
+        """``out-of-sample`` (default): the train period. ``in-sample`` (GRIN's other mode): every
+        step, test months included; the evaluation cells are out of every input either way."""
+        if split_cfg.impute_training != "in-sample":
+            return periods
+        everything = np.ones(len(periods.train), dtype=bool)
+        return TimeSplit(everything, ~everything, ~everything, method="in-sample (all steps)")
+
+    def station_split(self, data: StationData, make_split) -> StationSplit:
+        return StationSplit(train=data.station_ids, val=(), test=(), method="in-sample")
+
+    def roles(self, split: StationSplit, data: StationData, role: str) -> tuple[np.ndarray, np.ndarray]:
+        src = split.indices(data, "train")
+        return src, src[:0]
+
+    def scored(self, pred: Prediction, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray):
+        return pred.src, y[:, :, src], m[:, :, src]
+
+    def training_view(
+        self, w: Windows, nodes: np.ndarray, targets: np.ndarray, tc, gen: torch.Generator
+    ) -> TrainingView:
+        y, y_mask, _ = self.out_window(w, targets)
+        keep = ~hidden_cells(tuple(w.x_mask.shape), tc.hide_fraction, tc.hide_block, gen)
+        w_in = replace(w, x=w.x * keep, x_mask=w.x_mask & keep)
+        kept = keep[..., targets]
+        terms = [LossTerm("src", y, y_mask & ~kept)]
+        if tc.src_loss_weight:
+            terms.append(LossTerm("src", y, y_mask & kept, tc.src_loss_weight))
+        src = np.arange(len(nodes))
+        return TrainingView(w_in, src, src[:0], nodes, terms)

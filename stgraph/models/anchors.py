@@ -1,0 +1,175 @@
+"""Anchors: the simple estimates that learned models start from, and the baselines that are them.
+
+A learned model in stgraph predicts a zero-initialised residual over one of these, so an
+untrained model *is* its anchor and training can only move it where the data say so:
+
+- ``forecast``: each visible station's last observed value, persisted over the horizon; targets
+  take the masked IDW of those (stations never observed in the window do not vote).
+- ``krige``: targets take, at each step, the masked IDW of the visible stations observed at that
+  step (weights renormalised over the observed ones, never over missing neighbours).
+- ``impute`` (and the visible stations' missing cells in ``krige``): ``lerp-knn``, a blend of
+  linear interpolation in time and the mean of the nearest stations observed at that step,
+  weighted ``exp(-(gap - 1) / tau)`` by the length of the gap being filled.
+
+Every function works on standardised values with a mask; a cell that cannot be estimated (no
+observation anywhere it looks) is 0, the standardised mean. All are vectorised over batch,
+steps, stations and channels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stgraph.models.base import DataSizes, GraphBatch, Prediction
+from stgraph.models.baselines.idw import idw_weights, last_observed
+from stgraph.models.baselines.knn_mean import knn_mean, neighbour_order
+
+ANCHORS = ("auto", "none", "last", "idw", "lerp-knn")
+
+
+def masked_idw(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    pos_src: torch.Tensor,
+    pos_tgt: torch.Tensor,
+    power: float = 2.0,
+    k: int | None = None,
+    *,
+    exclude_self: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-distance weighted mean of the stations observed at each step.
+
+    Args:
+        x, mask: (B, T, N_src, C) values and observation mask.
+        pos_src: (N_src, 2), pos_tgt: (N_tgt, 2) latitude/longitude in degrees.
+        power: IDW power on geodesic km. k: nearest stations considered (None: all).
+        exclude_self: ``pos_tgt`` is ``pos_src`` and each station is estimated from the others.
+    Returns:
+        (B, T, N_tgt, C) estimate (0 where no considered station is observed) and its
+        (B, T, N_tgt, C) bool "has an estimate" mask.
+    """
+    b, t, _, c = x.shape
+    if pos_tgt.size(0) == 0:
+        empty = x.new_zeros(b, t, 0, c)
+        return empty, empty.bool()
+    w = idw_weights(pos_src, pos_tgt, power, None).to(x)
+    if exclude_self:
+        w = w.fill_diagonal_(0.0)
+    if k is not None and k < w.size(1):
+        keep = torch.zeros_like(w, dtype=torch.bool).scatter_(1, w.topk(k, dim=1).indices, True)
+        w = w * keep
+    obs = mask.to(x.dtype)
+    num = torch.einsum("ts,bhsc->bhtc", w, torch.where(mask, x, torch.zeros_like(x)))
+    den = torch.einsum("ts,bhsc->bhtc", w, obs)
+    has = den > 0
+    return torch.where(has, num / den.clamp_min(1e-12), torch.zeros_like(num)), has
+
+
+def lerp_in_time(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation along time (dim 1) between the observations around each gap.
+
+    Args:
+        x, mask: (B, W, N, C).
+    Returns:
+        filled: (B, W, N, C): observed cells unchanged; a gap with observations on both sides is
+            interpolated linearly; one with an observation on one side only takes it (LOCF/NOCB);
+            a series with no observation is 0.
+        gap: (B, W, N, C) float: 0 at observed cells; the length of the run of missing steps a
+            cell belongs to when it is bounded on both sides; ``2 * distance - 1`` to the one
+            observed side otherwise (the gap is assumed to extend as far beyond the window);
+            ``inf`` where the series holds no observation.
+    """
+    w = x.size(1)
+    steps = torch.arange(w, device=x.device).view(1, -1, 1, 1).expand_as(mask)
+    prev = torch.where(mask, steps, torch.full_like(steps, -1)).cummax(dim=1).values
+    nxt = torch.where(mask, steps, torch.full_like(steps, w)).flip(1).cummin(dim=1).values.flip(1)
+    xm = torch.where(mask, x, torch.zeros_like(x))
+    fwd = xm.gather(1, prev.clamp_min(0))
+    bwd = xm.gather(1, nxt.clamp_max(w - 1))
+    has_prev, has_next = prev >= 0, nxt < w
+    both = has_prev & has_next
+    span = (nxt - prev).clamp_min(1).to(x.dtype)
+    frac = (steps - prev).to(x.dtype) / span
+    lerp = torch.where(both, fwd + (bwd - fwd) * frac, torch.where(has_prev, fwd, torch.where(has_next, bwd, 0.0)))
+    filled = torch.where(mask, x, lerp)
+    inf = torch.full_like(span, float("inf"))
+    one_side = torch.where(has_prev, (steps - prev).to(x.dtype), (nxt - steps).to(x.dtype)) * 2 - 1
+    gap = torch.where(both, span - 1, torch.where(has_prev | has_next, one_side, inf))
+    return filled, torch.where(mask, torch.zeros_like(gap), gap)
+
+
+def lerp_knn(x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, tau: float = 8.0, k: int = 3) -> torch.Tensor:
+    """The gap-weighted blend: ``w * lerp + (1 - w) * kNN mean``, ``w = exp(-(gap - 1) / tau)``.
+
+    Args:
+        x, mask: (B, W, N, C) values and mask of the stations whose missing cells are filled.
+        pos: (N, 2) their positions. tau: gap length scale in steps (tau -> 0: kNN only;
+            tau -> inf: linear interpolation only). k: stations in the kNN mean (each cell's
+            ``k`` nearest *other* stations observed at that step).
+    Returns:
+        (B, W, N, C): observed cells unchanged, missing cells blended (a side with no estimate
+        leaves the other; neither: 0).
+    """
+    filled, gap = lerp_in_time(x, mask)
+    xm = torch.where(mask, x, torch.zeros_like(x))
+    if pos.size(0) > 1:
+        order = neighbour_order(pos, pos, exclude_self=True).to(x.device)
+        spatial = knn_mean(xm, mask, order, k)
+        has_sp = mask[:, :, order].any(dim=3)
+    else:
+        spatial, has_sp = torch.zeros_like(x), torch.zeros_like(mask)
+    has_t = torch.isfinite(gap)
+    wt = torch.exp(-(gap.clamp_min(1.0) - 1.0) / max(tau, 1e-6)) if tau > 0 else (gap <= 1).to(x.dtype)
+    wt = torch.where(has_t, wt, torch.zeros_like(wt))
+    wt = torch.where(has_sp, wt, has_t.to(x.dtype))
+    blend = wt * torch.where(has_t, filled, torch.zeros_like(filled)) + (1 - wt) * spatial
+    return torch.where(mask, x, blend)
+
+
+def resolve_anchor(kind: str, task: str) -> str:
+    """The anchor a model uses: ``auto`` picks the task's (``last``, ``idw`` or ``lerp-knn``)."""
+    if kind not in ANCHORS:
+        raise ValueError(f"anchor must be one of {ANCHORS}, got {kind!r}")
+    if kind != "auto":
+        return kind
+    return {"forecast": "last", "krige": "idw", "impute": "lerp-knn"}[task]
+
+
+def anchor_prediction(
+    batch: GraphBatch,
+    sizes: DataSizes,
+    kind: str = "auto",
+    *,
+    power: float = 2.0,
+    tau: float = 8.0,
+    k: int = 3,
+) -> Prediction:
+    """The simple estimate of every output a model makes, in the model's output shapes.
+
+    Args:
+        batch: the model's input. sizes: its data sizes (task, horizon, target channels).
+        kind: ``auto`` (by task: forecast -> ``last``, krige -> ``idw``, impute -> ``lerp-knn``),
+            ``none`` (zeros: the model predicts from scratch), or one of ``last``/``idw``/``lerp-knn``
+            (which all fall back to the task's estimate where they do not apply).
+        power: IDW power. tau, k: the ``lerp-knn`` blend's gap scale and neighbours.
+    Returns:
+        Prediction with src (B, H, N_src, C_out) and tgt (B, H, N_tgt, C_out).
+    """
+    tc = list(sizes.target_channels)
+    x, m = batch.x[..., tc], batch.x_mask[..., tc]
+    x = torch.where(m, x, torch.zeros_like(x))
+    b, _, n_src, c = x.shape
+    n_tgt, h = batch.pos_tgt.size(0), sizes.horizon
+    kind = resolve_anchor(kind, sizes.task)
+    if kind == "none":
+        return Prediction(x.new_zeros(b, h, n_src, c), x.new_zeros(b, h, n_tgt, c))
+    if not sizes.aligned:  # forecast: persist the last observations, targets by masked IDW
+        value, has = last_observed(x, m)  # (B, N_src, C)
+        src = value.unsqueeze(1).expand(-1, h, -1, -1)
+        tgt, _ = masked_idw(value.unsqueeze(1), has.unsqueeze(1), batch.pos_src, batch.pos_tgt, power)
+        return Prediction(src, tgt.expand(-1, h, -1, -1))
+    tgt, _ = masked_idw(x, m, batch.pos_src, batch.pos_tgt, power)
+    if kind == "idw" and sizes.task == "krige":
+        src, _ = masked_idw(x, m, batch.pos_src, batch.pos_src, power, exclude_self=True)
+        return Prediction(torch.where(m, x, src), tgt)
+    return Prediction(lerp_knn(x, m, batch.pos_src, tau, k), tgt)
