@@ -148,6 +148,10 @@ class TrainConfig:
         hide_fraction: Fraction of visible training stations hidden per batch (``impute``: of cells).
         hide_block: ``impute`` only: length in steps of the gaps hidden in training; 1 = single
             cells. Longer gaps mimic evaluation masks made of outages.
+        hide_pattern: ``impute`` only: ``random`` (cells or ``hide_block`` gaps at ``hide_fraction``),
+            ``history`` (each window hides its observed cells that are missing in another
+            training window of the batch: the data's own outage pattern, CSDI's "historical"
+            strategy for AQI-36) or ``mix`` (half the windows each way).
         src_loss_weight: Weight of the loss on the visible (source) stations.
         num_threads: ``torch.set_num_threads``; None = torch's default.
         loss: ``l1`` (masked mean absolute error, the default: the metric, and what GRIN, BRITS
@@ -175,6 +179,7 @@ class TrainConfig:
     max_eval_windows: int | None = None
     hide_fraction: float = 0.25
     hide_block: int = 1
+    hide_pattern: Literal["random", "history", "mix"] = "random"
     src_loss_weight: float = 1.0
     num_threads: int | None = None
     loss: Literal["l1", "mse"] = "l1"

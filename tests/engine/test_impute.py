@@ -129,3 +129,13 @@ def test_hidden_cells_come_as_gaps_of_the_block_length():
     inside = (starts[:, 1] > 0) & (ends[:, 1] < 48)  # gaps cut by the window edges may be shorter
     assert (lengths[inside] >= 6).all()
     assert (lengths[inside] == 6).float().mean() > 0.5  # mostly single gaps, some merged
+
+
+def test_history_pattern_hides_where_another_window_is_missing():
+    from stgraph.engine.tasks.impute import history_cells
+
+    mask = torch.rand(4, 12, 5, 1, generator=torch.Generator().manual_seed(0)) > 0.3
+    hide = history_cells(mask, torch.Generator().manual_seed(1))
+    shifted = [torch.equal(hide, ~torch.roll(mask, s, dims=0)) for s in range(1, 4)]
+    assert sum(shifted) == 1  # exactly another window's missing cells, never the window's own
+    assert not torch.equal(hide, ~mask)

@@ -1,8 +1,8 @@
 """``impute``: in-sample imputation of a dataset's evaluation cells (AQI-36's official mask).
 
 Every station is visible and none is hidden; the evaluation cells are removed from every input
-and from the scaler (see :func:`stgraph.engine.experiment.in_sample_view`). Training hides random
-observed cells (or gaps of ``hide_block`` steps) and scores the completed series there, plus,
+and from the scaler (see :func:`in_sample_view`). Training hides random observed cells (or gaps of
+``hide_block`` steps, or another window's missing pattern: ``hide_pattern``) and scores the completed series there, plus,
 weighted ``src_loss_weight``, the cells it kept. Evaluation scores the visible stations'
 completed series at the evaluation cells, each cell once (overlapping windows averaged).
 """
@@ -44,6 +44,18 @@ def in_sample_view(view: StationData) -> tuple[StationData, np.ndarray]:
     return replace(view, values=view.values.copy(), mask=view.mask & ~hidden, eval_mask=None), hidden
 
 
+def history_cells(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(B, W, N, C) bool cells to hide: where another window of the batch (a random derangement)
+    is unobserved. Training then sees the data's own missing patterns — long outages of single
+    stations, network-wide gaps — instead of isolated cells (Tashiro et al., CSDI, 2021)."""
+    b = mask.size(0)
+    if b < 2:
+        return torch.zeros_like(mask)
+    shift = int(torch.randint(1, b, (1,), generator=gen))
+    other = torch.roll(mask, shifts=shift, dims=0)
+    return ~other
+
+
 class Impute(Task):
     name = "impute"
     aligned = True
@@ -74,7 +86,14 @@ class Impute(Task):
         self, w: Windows, nodes: np.ndarray, targets: np.ndarray, tc, gen: torch.Generator
     ) -> TrainingView:
         y, y_mask, _ = self.out_window(w, targets)
-        keep = ~hidden_cells(tuple(w.x_mask.shape), tc.hide_fraction, tc.hide_block, gen)
+        hide = hidden_cells(tuple(w.x_mask.shape), tc.hide_fraction, tc.hide_block, gen)
+        if tc.hide_pattern != "random":
+            hist = history_cells(w.x_mask, gen)
+            if tc.hide_pattern == "mix":  # half of the windows (at random) take the history pattern
+                pick = torch.rand(w.x_mask.size(0), generator=gen) < 0.5
+                hist = torch.where(pick[:, None, None, None], hist, hide)
+            hide = hist
+        keep = ~hide
         w_in = replace(w, x=w.x * keep, x_mask=w.x_mask & keep)
         kept = keep[..., targets]
         terms = [LossTerm("src", y, y_mask & ~kept)]
