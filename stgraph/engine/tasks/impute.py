@@ -1,9 +1,9 @@
 """``impute``: in-sample imputation of a dataset's evaluation cells (AQI-36's official mask).
 
 Every station is visible and none is hidden; the evaluation cells are removed from every input
-and from the scaler (see :func:`in_sample_view`). Training hides random observed cells (or gaps of
-``hide_block`` steps, or another window's missing pattern: ``hide_pattern``) and scores the completed series there, plus,
-weighted ``src_loss_weight``, the cells it kept. Evaluation scores the visible stations'
+and from the scaler (see :func:`in_sample_view`). Training hides random observed cells (or gaps
+of ``hide_block`` steps, or another window's missing pattern: ``hide_pattern``) and scores the
+completed series there, plus, weighted ``src_loss_weight``, the cells it kept. Evaluation scores the visible stations'
 completed series at the evaluation cells, each cell once (overlapping windows averaged).
 """
 
