@@ -85,3 +85,34 @@ TASK_TABLE = {  # the README's table of which model runs which task
 
 def test_declared_tasks_match_the_readme_table():
     assert {name: set(get_model_class(name)[0].tasks) for name in MODELS} == TASK_TABLE
+
+
+ANCHORED = [
+    (name, task)
+    for name, task in CASES
+    if "anchor" in {f.name for f in __import__("dataclasses").fields(get_model_class(name)[1])}
+]
+
+
+@pytest.mark.parametrize(("name", "task"), ANCHORED, ids=[f"{n}-{t}" for n, t in ANCHORED])
+def test_untrained_anchored_model_is_its_anchor(name, task):
+    """Every model with an ``anchor`` hyperparameter, built with ``anchor: auto``, outputs exactly
+    the anchor before training (a zero-initialised residual), in train and eval mode. Models whose
+    targets are a fixed readout of the visible stations (``aqnet-ref``) are held to it at those."""
+    import torch
+
+    from stgraph.models.anchors import anchor_prediction
+    from tests.models.contract import make_batch
+
+    torch.manual_seed(0)
+    batch, sizes = make_batch(task)
+    model = build_model(name, sizes, {**TINY[name], "anchor": "auto"})
+    want = anchor_prediction(batch, sizes, "auto")
+    for mode in (model.train, model.eval):
+        mode()
+        got = model(batch)
+        if model.learns_interpolation:
+            torch.testing.assert_close(got.tgt, want.tgt)
+        observed = batch.x_mask[..., :1].expand_as(got.src) if sizes.aligned else torch.zeros_like(got.src, dtype=bool)
+        # where a visible cell was observed, a model may echo its input instead of the anchor's copy
+        torch.testing.assert_close(torch.where(observed, want.src, got.src), want.src)
