@@ -9,7 +9,7 @@ tasks:                                             # task label -> overrides of 
 models:                                            # row label -> model and overrides
   aqnet: {hparams: {hidden_channels: 32}}
   idw-p2: {model: idw, hparams: {power: 2.0}}
-  dcrnn: {hparams: {...}, data: {stride: 16}, tasks: {long: {train: {max_train_windows: 64}}}}
+  dcrnn: {hparams: {...}, data: {stride: 16}, seeds: [0], tasks: {long: {train: {max_train_windows: 64}}}}
 folds: [0, 1, 2, 3]                                # station folds (split.fold)
 seeds: [0, 1, 2]                                   # training seeds (train.seed)
 reference: {krige: {"published model": 12.3}}      # published MAE printed beside a task's table
@@ -31,7 +31,7 @@ from stgraph.engine.config import ConfigError, ExperimentConfig, _parse_yaml, co
 from stgraph.models.registry import get_model_class
 
 SUITE_KEYS = {"name", "description", "base", "tasks", "models", "folds", "seeds", "reference", "workers"}
-MODEL_KEYS = {"model", "hparams", "train", "data", "tasks"}
+MODEL_KEYS = {"model", "hparams", "train", "data", "tasks", "seeds"}
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -145,6 +145,8 @@ def suite_from_dict(d: dict[str, Any], *, source: str = "<dict>") -> Suite:
             kind = (merged.get("data") or {}).get("task", "forecast")
             if kind not in cls.tasks:
                 continue
+            if spec.get("seeds") is not None:  # a model may run fewer seeds (a heavy model's CPU budget)
+                task_seeds = [x for x in task_seeds if x in spec["seeds"]]
             for fold in task_folds:
                 for seed in task_seeds if cls.trainable else task_seeds[:1]:
                     one = deep_merge(merged, {"name": f"{d['name']}-{task}-{label}-fold{fold}-seed{seed}"})

@@ -176,3 +176,22 @@ def test_two_invocations_on_one_out_share_the_work(tmp_path):
     done = execute(second, str(tmp_path))
     again = execute(second, str(tmp_path))
     assert again["skipped"] == "finished by another process" and again["wall_seconds"] == done["wall_seconds"]
+
+
+def test_tasks_narrow_models_and_models_narrow_seeds_and_data():
+    d = {
+        "name": "t",
+        "base": {"data": {"dataset": "uci-beijing-12", "window": 8}},
+        "folds": [0],
+        "seeds": [0, 1, 2],
+        "tasks": {"krige": {"data": {"task": "krige"}, "models": ["heavy"]}, "short": {"data": {"task": "forecast"}}},
+        "models": {
+            "heavy": {"model": "aqnet", "seeds": [0], "data": {"stride": 16}},
+            "light": {"model": "aqnet"},
+        },
+    }
+    runs = suite_from_dict(d).runs
+    assert {(r.task, r.model) for r in runs} == {("krige", "heavy"), ("short", "heavy"), ("short", "light")}
+    assert sorted(r.seed for r in runs if r.model == "heavy") == [0, 0]
+    assert sorted(r.seed for r in runs if r.model == "light") == [0, 1, 2]
+    assert all(r.config.data.stride == 16 for r in runs if r.model == "heavy")
