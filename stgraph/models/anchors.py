@@ -4,7 +4,8 @@ A learned model in stgraph predicts a zero-initialised residual over one of thes
 untrained model *is* its anchor and training can only move it where the data say so:
 
 - ``forecast``: each visible station's last observed value, persisted over the horizon; targets
-  take the masked IDW of those (stations never observed in the window do not vote).
+  (and visible stations never observed in the window) take the masked IDW of those (stations
+  never observed in the window do not vote).
 - ``krige``: targets take, at each step, the masked IDW of the visible stations observed at that
   step (weights renormalised over the observed ones, never over missing neighbours).
 - ``impute`` (and the visible stations' missing cells in ``krige``): ``lerp-knn``, a blend of
@@ -165,6 +166,13 @@ def anchor_prediction(
         return Prediction(x.new_zeros(b, h, n_src, c), x.new_zeros(b, h, n_tgt, c))
     if not sizes.aligned:  # forecast: persist the last observations, targets by masked IDW
         value, has = last_observed(x, m)  # (B, N_src, C)
+        # a visible station with no observation in the window takes what a target would: the
+        # masked IDW of the others' last values (so training with per-sample hiding, where such
+        # stations stand in for targets, starts from the same anchor as evaluation)
+        others, _ = masked_idw(
+            value.unsqueeze(1), has.unsqueeze(1), batch.pos_src, batch.pos_src, power, exclude_self=True
+        )
+        value = torch.where(has, value, others.squeeze(1))
         src = value.unsqueeze(1).expand(-1, h, -1, -1)
         tgt, _ = masked_idw(value.unsqueeze(1), has.unsqueeze(1), batch.pos_src, batch.pos_tgt, power)
         return Prediction(src, tgt.expand(-1, h, -1, -1))

@@ -65,3 +65,15 @@ def test_anchor_prediction_by_task():
         GraphBatch(**common, y_time=torch.zeros(2, 6, 6)), DataSizes(2, 1, (0,), 6, 6, task="krige"), "none"
     )
     assert not none.src.any() and not none.tgt.any()
+
+
+def test_forecast_anchor_of_an_unobserved_visible_station_is_what_a_target_gets():
+    x = torch.randn(2, 6, 4, 1)
+    m = torch.ones(2, 6, 4, 1, dtype=torch.bool)
+    m[:, :, 3] = False  # station 3 has no observation in the window (hidden per sample, or an outage)
+    common = dict(x=x * m, x_mask=m, x_time=torch.zeros(2, 6, 6), y_time=torch.zeros(2, 3, 6))
+    sizes = DataSizes(1, 1, (0,), 6, 3)
+    as_src = anchor_prediction(GraphBatch(**common, pos_src=POS, pos_tgt=POS[:0]), sizes)
+    visible = GraphBatch(**{**common, "x": (x * m)[:, :, :3], "x_mask": m[:, :, :3]}, pos_src=POS[:3], pos_tgt=POS[3:])
+    as_tgt = anchor_prediction(visible, sizes)
+    torch.testing.assert_close(as_src.src[:, :, 3], as_tgt.tgt[:, :, 0])
