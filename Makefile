@@ -38,7 +38,7 @@ test: setup
 demo: setup
 	$(BIN)/stgraph benchmark configs/bench/demo.yaml --out outputs/demo --workers 2
 
-# The full suites behind benchmarks/results/{uci12,aqi36}.md (about an hour each on 2 CPU cores).
+# The full suites behind benchmarks/results/{uci12,aqi36}.md (both side by side: under 2 h on 2 CPU cores).
 bench: setup
 	$(BIN)/python benchmarks/suite_report.py configs/bench/uci12.yaml --out outputs/bench/uci12 --result benchmarks/results/uci12.md --notes benchmarks/notes/uci12.md
 	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36.yaml --out outputs/bench/aqi36 --result benchmarks/results/aqi36.md --notes benchmarks/notes/aqi36.md
