@@ -22,48 +22,11 @@ from __future__ import annotations
 import torch
 
 from stgraph.models.base import DataSizes, GraphBatch, Prediction
-from stgraph.models.baselines.idw import idw_weights, last_observed
+from stgraph.models.baselines.idw import last_observed, masked_idw
 from stgraph.models.baselines.knn_mean import knn_mean, neighbour_order
+from stgraph.models.baselines.persistence import observations_around
 
 ANCHORS = ("auto", "none", "last", "idw", "lerp-knn")
-
-
-def masked_idw(
-    x: torch.Tensor,
-    mask: torch.Tensor,
-    pos_src: torch.Tensor,
-    pos_tgt: torch.Tensor,
-    power: float = 2.0,
-    k: int | None = None,
-    *,
-    exclude_self: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse-distance weighted mean of the stations observed at each step.
-
-    Args:
-        x, mask: (B, T, N_src, C) values and observation mask.
-        pos_src: (N_src, 2), pos_tgt: (N_tgt, 2) latitude/longitude in degrees.
-        power: IDW power on geodesic km. k: nearest stations considered (None: all).
-        exclude_self: ``pos_tgt`` is ``pos_src`` and each station is estimated from the others.
-    Returns:
-        (B, T, N_tgt, C) estimate (0 where no considered station is observed) and its
-        (B, T, N_tgt, C) bool "has an estimate" mask.
-    """
-    b, t, _, c = x.shape
-    if pos_tgt.size(0) == 0:
-        empty = x.new_zeros(b, t, 0, c)
-        return empty, empty.bool()
-    w = idw_weights(pos_src, pos_tgt, power, None).to(x)
-    if exclude_self:
-        w = w.fill_diagonal_(0.0)
-    if k is not None and k < w.size(1):
-        keep = torch.zeros_like(w, dtype=torch.bool).scatter_(1, w.topk(k, dim=1).indices, True)
-        w = w * keep
-    obs = mask.to(x.dtype)
-    num = torch.einsum("ts,bhsc->bhtc", w, torch.where(mask, x, torch.zeros_like(x)))
-    den = torch.einsum("ts,bhsc->bhtc", w, obs)
-    has = den > 0
-    return torch.where(has, num / den.clamp_min(1e-12), torch.zeros_like(num)), has
 
 
 def lerp_in_time(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,14 +43,8 @@ def lerp_in_time(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tor
             observed side otherwise (the gap is assumed to extend as far beyond the window);
             ``inf`` where the series holds no observation.
     """
-    w = x.size(1)
-    steps = torch.arange(w, device=x.device).view(1, -1, 1, 1).expand_as(mask)
-    prev = torch.where(mask, steps, torch.full_like(steps, -1)).cummax(dim=1).values
-    nxt = torch.where(mask, steps, torch.full_like(steps, w)).flip(1).cummin(dim=1).values.flip(1)
-    xm = torch.where(mask, x, torch.zeros_like(x))
-    fwd = xm.gather(1, prev.clamp_min(0))
-    bwd = xm.gather(1, nxt.clamp_max(w - 1))
-    has_prev, has_next = prev >= 0, nxt < w
+    steps, prev, nxt, fwd, bwd = observations_around(x, mask)
+    has_prev, has_next = prev >= 0, nxt < x.size(1)
     both = has_prev & has_next
     span = (nxt - prev).clamp_min(1).to(x.dtype)
     frac = (steps - prev).to(x.dtype) / span
