@@ -33,7 +33,6 @@ from stgraph.data.windows import WindowDataset, Windows, window_starts
 from stgraph.datasets import load_dataset
 from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
 from stgraph.engine.tasks import Task, get_task
-from stgraph.engine.tasks.impute import in_sample_view  # noqa: F401  (re-exported)
 from stgraph.graph.knn import default_backend
 from stgraph.models.base import DataSizes, GraphBatch
 

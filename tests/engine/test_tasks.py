@@ -75,3 +75,20 @@ def test_in_sample_impute_trains_on_every_step_without_evaluation_cells(aqi36):
     march = np.flatnonzero(np.asarray(data.times.astype("datetime64[M]") == np.datetime64("2015-03")))
     assert np.isin(starts, march).any()  # test months are trained on ...
     assert not ins.train.windows.mask[torch.as_tensor(data.eval_mask)].any()  # ... but never their evaluation cells
+
+
+def test_fit_context_gives_training_stations_only():
+    from stgraph.engine.fitting import fit_context
+    from stgraph.engine.run import build_experiment
+
+    data = synthetic_stations(num_nodes=12, num_steps=24 * 10, num_channels=1, seed=2)
+    exp, model = build_experiment(cfg("krige", max_train_windows=16), data)
+    ctx = fit_context(model, exp)
+    batches = list(ctx.train_batches())
+    assert len(batches) == 2  # 16 windows in batches of 8
+    train_pos = exp.pos(exp.train.stations)
+    for batch, terms in batches:
+        seen = torch.cat([batch.pos_src, batch.pos_tgt])
+        assert len(seen) == len(train_pos) and (seen[:, None] == train_pos[None]).all(-1).any(1).all()
+        assert {t[0] for t in terms} == {"tgt", "src"} and terms[0][1].shape[2] == batch.pos_tgt.size(0)
+    assert ctx.validate() > 0
