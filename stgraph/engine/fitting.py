@@ -7,6 +7,8 @@ hidden stations and all) and the validation score on val-role stations / the val
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from stgraph.engine.experiment import Experiment
@@ -14,7 +16,7 @@ from stgraph.engine.trainer import validate
 from stgraph.models.base import FitContext, StationModel
 
 
-def fit_context(model: StationModel, exp: Experiment) -> FitContext:
+def fit_context(model: StationModel, exp: Experiment, out_dir: Path | None = None) -> FitContext:
     tc = exp.cfg.train
 
     def train_batches():
@@ -26,11 +28,26 @@ def fit_context(model: StationModel, exp: Experiment) -> FitContext:
             batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
             yield batch, tuple((t.which, t.y, t.mask, t.weight) for t in view.terms)
 
-    return FitContext(train_batches=train_batches, validate=lambda: validate(model, exp), seed=tc.seed)
+    def val_batches():
+        inputs, truth = exp.eval_windows("val", tc.max_eval_windows, scaled_truth=True)
+        src, tgt = exp.roles("val")
+        which = "src" if exp.task_obj.scores_visible else "tgt"
+        for idx in torch.arange(len(inputs)).split(tc.batch_size * 4):
+            y, m, _ = exp.out_window(truth[idx])
+            cols = torch.as_tensor(src if which == "src" else tgt)
+            yield exp.batch(inputs[idx], src, tgt), ((which, y[:, :, cols], m[:, :, cols], 1.0),)
+
+    return FitContext(
+        train_batches=train_batches,
+        validate=lambda: validate(model, exp),
+        val_batches=val_batches,
+        out_dir=out_dir,
+        seed=tc.seed,
+    )
 
 
-def fit_model(model: StationModel, exp: Experiment) -> dict:
+def fit_model(model: StationModel, exp: Experiment, out_dir: Path | None = None) -> dict:
     """Call the model's ``fit`` hook if it has one; returns its record (empty otherwise)."""
     if not model.fits:
         return {}
-    return model.fit(fit_context(model, exp)) or {}
+    return model.fit(fit_context(model, exp, out_dir)) or {}

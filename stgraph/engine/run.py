@@ -80,7 +80,7 @@ def run_experiment(
     exp, model = build_experiment(cfg, data)
     record_run(exp, run)
     training = {}
-    fitted = fit_model(model, exp)
+    fitted = fit_model(model, exp, run.path)
     if fitted:
         run.write_json("fit.json", fitted)
         training["fit"] = fitted

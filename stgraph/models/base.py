@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -73,11 +74,20 @@ class FitContext:
             its standardised truth and mask (B, H, N_which, C_out) and the loss weight.
         validate: scores the model as it stands on the val-role stations / val period
             (standardised MAE, lower is better), as early stopping does.
+        val_batches: a callable yielding (batch, terms) exactly as ``validate`` scores: every
+            window of the val period, train-role stations visible and val-role stations hidden
+            as targets (``impute``: the val period's evaluation cells of the completed series),
+            standardised truth. For early stopping of fitted learners (boosted trees); never
+            test-role stations or the test period.
+        out_dir: the run folder, where a fitted model may leave artefacts (feature importance,
+            a chart), or None outside a run.
         seed: the run's seed.
     """
 
     train_batches: Callable[[], Iterator[tuple[GraphBatch, tuple[torch.Tensor, ...]]]]
     validate: Callable[[], float]
+    val_batches: Callable[[], Iterator[tuple[GraphBatch, tuple[torch.Tensor, ...]]]] | None = None
+    out_dir: Path | None = None
     seed: int = 0
 
 

@@ -92,3 +92,24 @@ def test_fit_context_gives_training_stations_only():
         assert len(seen) == len(train_pos) and (seen[:, None] == train_pos[None]).all(-1).any(1).all()
         assert {t[0] for t in terms} == {"tgt", "src"} and terms[0][1].shape[2] == batch.pos_tgt.size(0)
     assert ctx.validate() > 0
+
+
+def test_fit_context_val_batches_match_validate():
+    """val_batches: train-role visible, val-role hidden, the same cells validate() scores."""
+    from stgraph.engine.fitting import fit_context
+    from stgraph.engine.run import build_experiment
+
+    data = synthetic_stations(num_nodes=12, num_steps=24 * 10, num_channels=1, seed=2)
+    exp, model = build_experiment(cfg("krige", max_train_windows=16), data)
+    ctx = fit_context(model, exp)
+    val_pos = exp.pos(exp.split.indices(exp.data, "val"))
+    test_pos = exp.pos(exp.split.indices(exp.data, "test"))
+    err, count = 0.0, 0.0
+    for batch, terms in ctx.val_batches():
+        assert torch.equal(batch.pos_tgt, val_pos)
+        assert not (batch.pos_src[:, None] == test_pos[None]).all(-1).any()
+        which, y, m, _ = terms[0]
+        pred = getattr(model(batch), which)
+        err += float(((pred - y).abs() * m).sum())
+        count += float(m.sum())
+    assert count > 0 and abs(err / count - ctx.validate()) < 1e-5
