@@ -2,6 +2,16 @@
 
 from stgraph.data.encodings import CYCLIC_FEATURES, cyclic_time_encoding
 from stgraph.data.errors import DataValidationError, ValidationReport
+from stgraph.data.grid import (
+    GridSpec,
+    block_centres,
+    block_mean,
+    coarse_fine_index,
+    coarsen_grid,
+    crop,
+    grid_to_stations,
+    stations_to_grid,
+)
 from stgraph.data.readers import read_long_table, read_stations
 from stgraph.data.scalers import MaskedStandardScaler
 from stgraph.data.splits import (
@@ -21,6 +31,14 @@ from stgraph.data.windows import WindowDataset, Windows, window_starts
 
 __all__ = [
     "StationData",
+    "GridSpec",
+    "grid_to_stations",
+    "stations_to_grid",
+    "block_mean",
+    "block_centres",
+    "crop",
+    "coarse_fine_index",
+    "coarsen_grid",
     "DataValidationError",
     "ValidationReport",
     "read_long_table",

@@ -1,6 +1,7 @@
 """Built-in real datasets (cards in the repository's ``datasets/``) and their loaders."""
 
 from stgraph.datasets.cards import DatasetCard
+from stgraph.datasets.era5_uk import era5_uk_time_split, load_era5_uk
 from stgraph.datasets.registry import get_card, list_datasets, load_dataset
 from stgraph.datasets.resolve import ChecksumError, DatasetNotFoundError, resolve_files
 
@@ -12,4 +13,6 @@ __all__ = [
     "resolve_files",
     "DatasetNotFoundError",
     "ChecksumError",
+    "load_era5_uk",
+    "era5_uk_time_split",
 ]

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stgraph.data.station_data import StationData
-from stgraph.datasets import aqi36, cn_stations, uci_beijing
+from stgraph.datasets import aqi36, cn_stations, era5_uk, uci_beijing
 from stgraph.datasets.cards import DatasetCard, all_cards
 from stgraph.datasets.resolve import resolve_files
 
@@ -14,6 +14,7 @@ LOADERS: dict[str, Callable[[DatasetCard, dict[str, Path]], StationData]] = {
     "uci_beijing": uci_beijing.load,
     "aqi36": aqi36.load,
     "cn_stations": cn_stations.load,
+    "era5_uk": era5_uk.load,
 }
 
 

@@ -39,7 +39,7 @@ def test_cards_match_the_mirror_checksums():
     """Every card's SHA-256 equals the mirror's SHA256SUMS line for that file."""
     sums_file = next(p / "SHA256SUMS" for p in mirror_dirs() if (p / "SHA256SUMS").is_file())
     sums = {line.split()[1]: line.split()[0] for line in sums_file.read_text().splitlines() if line.strip()}
-    assert list_datasets() == ["aqi36", "cn-stations", "uci-beijing-12"]
+    assert list_datasets() == ["aqi36", "cn-stations", "era5-uk-t2m", "uci-beijing-12"]
     for name in list_datasets():
         card = get_card(name)
         assert card.url.startswith("https://") and card.licence and card.citation
