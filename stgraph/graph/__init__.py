@@ -1,5 +1,6 @@
 """Station graphs: geodesy, kNN backends, weights, builders, transforms, networkx export."""
 
+from stgraph.graph.bipartite import BipartiteAttention, bipartite_knn, carry_to_fine, idw_edge_weights
 from stgraph.graph.build import bipartite_knn_graph, station_data_graph, station_knn_graph, station_radius_graph
 from stgraph.graph.export import connectivity_summary, to_networkx
 from stgraph.graph.geo import EARTH_RADIUS_KM, geodesic_km, haversine_km, km_to_chord, latlon_to_xyz
@@ -22,6 +23,10 @@ __all__ = [
     "station_knn_graph",
     "station_radius_graph",
     "bipartite_knn_graph",
+    "bipartite_knn",
+    "carry_to_fine",
+    "idw_edge_weights",
+    "BipartiteAttention",
     "station_data_graph",
     "gaussian_kernel",
     "inverse_distance",
