@@ -53,6 +53,8 @@ def _print_metrics(metrics: dict) -> None:
     for group in ("hidden", "visible"):
         o = test[group]["overall"]
         line = f"{group:8s} ({test['unit']}) MAE {o['mae']:.3f}  RMSE {o['rmse']:.3f}  R2 {o['r2']:.3f}  n={o['count']}"
+        if "crps" in o:  # probabilistic models
+            line += f"  CRPS {o['crps']:.3f}  coverage90 {o['coverage90']:.3f}"
         at = test[group].get("at_steps") or {}
         line += "".join(f"  | step {s}: MAE {m['mae']:.3f}" for s, m in at.items())
         print(line)

@@ -148,7 +148,7 @@ def suite_from_dict(d: dict[str, Any], *, source: str = "<dict>") -> Suite:
             if spec.get("seeds") is not None:  # a model may run fewer seeds (a heavy model's CPU budget)
                 task_seeds = [x for x in task_seeds if x in spec["seeds"]]
             for fold in task_folds:
-                for seed in task_seeds if cls.trainable else task_seeds[:1]:
+                for seed in task_seeds if (cls.trainable or cls.fits) else task_seeds[:1]:  # fits: seeded too
                     one = deep_merge(merged, {"name": f"{d['name']}-{task}-{label}-fold{fold}-seed{seed}"})
                     one = deep_merge(one, {"split": {"fold": fold}, "train": {"seed": seed}})
                     cfg = config_from_dict(one, source=f"{source} [task {task}, model {label}]")

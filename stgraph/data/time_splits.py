@@ -2,14 +2,24 @@
 
 A :class:`TimeSplit` holds three boolean (T,) arrays. Steps in a gap belong to no period, so a
 window never straddles two periods (see :func:`stgraph.data.windows.window_starts`).
+
+Three ways to cut them: by fractions in time order (:func:`chronological_time_split`, forwards or
+reversed — ``backcast``, AMLSG's temporal backcasting: train on the latest years, estimate the
+earliest), by months (:func:`month_time_split`, AQI-36) and by explicit dates
+(:func:`period_time_split`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from stgraph.data.windows import window_starts
+
+PERIODS = ("train", "val", "test")
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,9 +51,13 @@ class TimeSplit:
         }
 
 
-def chronological_time_split(num_steps: int, *, val: float = 0.1, test: float = 0.2, gap: int = 0) -> TimeSplit:
-    """train | gap | val | gap | test, in time order. ``gap`` should be at least the window
-    (plus horizon) so no input window of one period overlaps the targets of another."""
+def chronological_time_split(
+    num_steps: int, *, val: float = 0.1, test: float = 0.2, gap: int = 0, backcast: bool = False
+) -> TimeSplit:
+    """train | gap | val | gap | test, in time order; with ``backcast`` the same split reversed,
+    test | gap | val | gap | train (the test period is the earliest part of the series). ``gap``
+    should be at least the window (plus horizon) so no input window of one period overlaps the
+    targets of another."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"val and test are fractions summing below 1, got {val}, {test}")
     n_test, n_val = int(round(test * num_steps)), int(round(val * num_steps))
@@ -54,7 +68,77 @@ def chronological_time_split(num_steps: int, *, val: float = 0.1, test: float = 
     train = idx < n_train
     val_m = (idx >= n_train + gap) & (idx < n_train + gap + n_val)
     test_m = idx >= num_steps - n_test
+    if backcast:  # mirror the forward split: test first, train last
+        return TimeSplit(train[::-1].copy(), val_m[::-1].copy(), test_m[::-1].copy(), method=f"backcast(gap={gap})")
     return TimeSplit(train=train, val=val_m, test=test_m, method=f"chronological(gap={gap})")
+
+
+def _dilate(m: np.ndarray, gap: int) -> np.ndarray:
+    """(T,) bool: steps within ``gap`` steps of a True step of ``m`` (m itself included)."""
+    t = np.arange(len(m))
+    count = np.concatenate([[0], np.cumsum(m, dtype=np.int64)])  # True steps before each index
+    return count[np.minimum(t + gap + 1, len(m))] - count[np.maximum(t - gap, 0)] > 0
+
+
+def period_time_split(
+    times: np.ndarray, periods: Mapping[str, Sequence[str]], *, gap: int = 0, min_span: int = 1
+) -> TimeSplit:
+    """Periods from explicit dates: ``periods = {"train": [start, end], "val": [...], "test": [...]}``,
+    each half-open ``start <= time < end`` (strings or timestamps pandas parses), in any order, e.g.
+    train 2015-2017 and test 2013-2014 (backcasting). ``gap`` steps of train next to val or test,
+    and of val next to test, are left out (as :func:`month_time_split` does), so no period's
+    windows touch another's.
+
+    Args:
+        times: (T,) datetime64 of the series.
+        periods: the three periods (the config's ``split.periods``).
+        gap: steps left out at the borders, see above.
+        min_span: each period must hold at least one run of this many consecutive steps (a
+            window plus its horizon) after the gaps.
+
+    Raises:
+        ValueError: naming ``split.periods.<name>``: a missing or unknown period, a bound that is
+            not a date or not two of them, an empty or inverted interval, two periods that overlap,
+            a period without a whole window.
+    """
+    keys = list(periods)
+    if sorted(keys) != sorted(PERIODS):
+        raise ValueError(f"split.periods needs exactly the keys {list(PERIODS)}, got {keys}")
+    index = pd.DatetimeIndex(times)
+    bounds: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+    for name in PERIODS:
+        value = periods[name]
+        if isinstance(value, str) or len(value) != 2:
+            raise ValueError(f"split.periods.{name}: expected [start, end], got {value!r}")
+        try:
+            start, end = (pd.Timestamp(v) for v in value)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"split.periods.{name}: {list(value)} are not dates pandas parses ({e})") from None
+        if not start < end:
+            raise ValueError(f"split.periods.{name}: start {value[0]!r} must be before end {value[1]!r}")
+        bounds[name] = (start, end)
+    for i, a in enumerate(PERIODS):
+        for b in PERIODS[i + 1 :]:
+            (sa, ea), (sb, eb) = bounds[a], bounds[b]
+            if sa < eb and sb < ea:
+                raise ValueError(
+                    f"split.periods.{a} {periods[a]} and split.periods.{b} {periods[b]} overlap "
+                    "(periods are half-open: start <= time < end)"
+                )
+    inside = {n: np.asarray((index >= s) & (index < e)) for n, (s, e) in bounds.items()}
+    test = inside["test"]
+    val = inside["val"] & ~_dilate(test, gap)
+    train = inside["train"] & ~_dilate(test | val, gap)
+    out = {"train": train, "val": val, "test": test}
+    for name in PERIODS:
+        if len(window_starts(out[name], min_span, 0)) == 0:
+            raise ValueError(
+                f"split.periods.{name} {list(periods[name])} holds {int(out[name].sum())} steps of the series "
+                f"({times[0]} .. {times[-1]}) after gaps of {gap}, and no run of {min_span} consecutive steps "
+                "(one window)"
+            )
+    shown = ", ".join(f"{n}=[{bounds[n][0]}, {bounds[n][1]})" for n in PERIODS)
+    return TimeSplit(train=train, val=val, test=test, method=f"periods({shown}; gap={gap})")
 
 
 def month_time_split(

@@ -53,15 +53,37 @@ class DataConfig:
         target_channels: Channels predicted and scored.
         start: Optional start of a time slice (anything pandas parses).
         end: Optional end of a time slice.
-        task: ``"forecast"``, ``"krige"`` (hidden stations over the input window) or ``"impute"``
-            (in-sample: the dataset's evaluation cells); for the last two horizon = window.
+        task: ``"forecast"``, ``"krige"`` (hidden stations over the input window), ``"impute"``
+            (in-sample: the dataset's evaluation cells) or ``"reconstruct"`` (hidden stations and
+            the visible stations' cells removed by a sparse pattern: ``split.pattern``); for the
+            last three horizon = window.
         window: Input window length in time steps.
         horizon: Forecast horizon in time steps.
         stride: Step between consecutive training window starts (a recorded CPU budget; evaluation
             always takes every start, thinned evenly by ``train.max_eval_windows``).
+        eval_stride: Step between evaluation (val and test) window starts; 1 = every start
+            (overlapping windows, each cell scored once), ``window`` = non-overlapping windows
+            (the CSDI/PriSTI imputation protocol).
         eval_steps: 1-based horizon steps to report separately.
         daily: Score on daily means instead of raw steps.
         eval_days: Days (1-based) to report separately when ``daily`` is set.
+        anchor_channels: Protocol option, AMLSG's *hybrid anchor*: input channels (e.g. ``[PM10,
+            CO]`` for PM2.5) the protocol declares observed at the target stations too, so a
+            reliably observed pollutant anchors the reconstruction of the others. Models get them
+            in ``GraphBatch.anchor_tgt`` (targets' values over the input steps, standardised):
+            training batches carry the hidden training stations', evaluation the val/test
+            stations'. They must be input channels and not target channels; the targets' other
+            channels never reach the model. With ``node_masking: sample`` the hidden stations keep
+            their anchor channels in ``x`` (their other channels are cleared). Not for ``impute``
+            (a station's other channels are already its input). Empty = off.
+        aggregate: Protocol option, AMLSG's *downscaling*: ``mean`` gives every model, at each
+            input step, the mean of the target channels over the observed stations of the batch's
+            universe (``GraphBatch.aggregate``): in training the sampled training stations, hidden
+            ones included; at evaluation the train-role stations plus the scored role's (never
+            the other hidden role's, never val/test stations in training). **By design this lets
+            the hidden stations' values reach the model, through this aggregate and only through
+            it** (the city-level series is known, the district values are not): scores under it
+            are downscaling scores, not kriging ones. ``none`` (default) = off. Not for ``impute``.
     """
 
     dataset: str = "uci-beijing-12"
@@ -70,13 +92,16 @@ class DataConfig:
     target_channels: list[str] = field(default_factory=lambda: ["PM2.5"])
     start: str | None = None
     end: str | None = None
-    task: Literal["forecast", "krige", "impute"] = "forecast"
+    task: Literal["forecast", "krige", "impute", "reconstruct"] = "forecast"
     window: int = 24
     horizon: int = 24
     stride: int = 1
+    eval_stride: int = 1
     eval_steps: list[int] = field(default_factory=lambda: [6, 12, 24])
     daily: bool = False
     eval_days: list[int] = field(default_factory=list)
+    anchor_channels: list[str] = field(default_factory=list)
+    aggregate: Literal["none", "mean"] = "none"
 
 
 @dataclass
@@ -100,6 +125,23 @@ class SplitConfig:
             train period only (AQI-36: months other than 3/6/9/12 and the val steps);
             ``in-sample`` trains on the whole series, test months included. In both the
             evaluation cells are removed from every input, so they are never seen.
+        backcast: Protocol option, AMLSG's *temporal backcasting*: the chronological split
+            reversed, test | gap | val | gap | train, so models train on the latest part of the
+            series and estimate the earliest (``time_test``, ``time_val`` and ``time_gap`` as in
+            the forward split). The scaler and training windows come from the train period only.
+        periods: Explicit periods ``{train: [start, end], val: [start, end], test: [start, end]}``,
+            half-open ``start <= time < end`` like ``data.start``/``data.end`` (anything pandas
+            parses), e.g. train on 2015-2017 and estimate 2013-2014. They must not overlap and
+            each must hold a whole window; ``time_gap`` steps of train next to val or test, and
+            of val next to test, are left out, as in the month split. Empty = fractions.
+        pattern: ``reconstruct`` only: the sparse pattern removed from the visible (train-role)
+            stations' cells over the whole series (:mod:`stgraph.data.patterns`): ``fixed`` (the
+            same stations at every step), ``random`` (new stations each step) or ``block`` (the
+            quarter of stations nearest ``pattern_corner``; ignores ``pattern_ratio``).
+        pattern_ratio: Fraction of the visible stations removed (per step); 0.2/0.4/0.6/0.8 are
+            the standard ratios, any in (0, 1) is accepted.
+        pattern_seed: Seed of the pattern; None = ``seed``.
+        pattern_corner: Corner of the ``block`` pattern's bounding box.
     """
 
     method: Literal["kfold", "spatial_kfold", "random", "spatial_block", "explicit", "loso"] = "kfold"
@@ -115,6 +157,12 @@ class SplitConfig:
     time_gap: int | None = None
     test_months: list[int] = field(default_factory=list)
     impute_training: Literal["out-of-sample", "in-sample"] = "out-of-sample"
+    backcast: bool = False
+    periods: dict[str, list[str]] = field(default_factory=dict)
+    pattern: Literal["fixed", "random", "block"] = "random"
+    pattern_ratio: float = 0.4
+    pattern_seed: int | None = None
+    pattern_corner: Literal["south-east", "south-west", "north-east", "north-west"] = "south-east"
 
 
 @dataclass

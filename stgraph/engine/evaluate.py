@@ -1,4 +1,9 @@
-"""Predict a period and score hidden stations in original units (visible ones separately)."""
+"""Predict a period and score hidden stations in original units (visible ones separately).
+
+Probabilistic models (``Prediction.samples_src`` / ``samples_tgt`` set: S samples, the point
+estimate their median) are also scored by CRPS and the coverage of the central 90 % interval of
+their samples at the scored cells; the run keeps per-cell CRPS and the 5/50/95 % quantiles.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import torch
 
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.metrics import daily_means, summarize_metrics
-from stgraph.models.base import StationModel
+from stgraph.engine.probabilistic import QUANTILE_LEVELS, crps_from_samples, sample_quantiles
+from stgraph.models.base import Prediction, StationModel
 
 
 @torch.no_grad()
@@ -17,20 +23,42 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     Returns arrays in original units: ``pred``/``true``/``mask`` (B, H, N_role, C_out) for the
     scored stations (hidden ones; for ``impute`` every station, masked to the evaluation cells),
     ``pred_visible``/``true_visible``/``mask_visible`` for the train-role ones (their observed
-    inputs), ``start`` (B,) window starts and the station ids of both groups.
+    inputs), ``start`` (B,) window starts and the station ids of both groups. A probabilistic
+    model's samples of the scored cells add ``crps`` (B, H, N_role, C_out), the per-cell CRPS
+    (0 where not scored; CRPS scales with the unit, so it is the standardised CRPS times the
+    scaler's std), ``quantiles`` (3, B, H, N_role, C_out) and ``quantile_levels`` (0.05, 0.5,
+    0.95); with ``data.daily`` both are of the samples' daily means (H = days). A task's extra
+    groups (``Task.extra_groups``, e.g. ``reconstruct``'s ``removed``: the visible stations' cells
+    its pattern removed) add ``pred_<group>``/``true_<group>``/``mask_<group>`` and
+    ``stations_<group>``.
     """
     model.eval()
     inputs, truth = exp.eval_windows(period, exp.cfg.train.max_eval_windows)
     src, tgt = exp.roles(role)
     mean = torch.as_tensor(exp.train.scaler.mean[exp.targets], dtype=torch.float32)
     std = torch.as_tensor(exp.train.scaler.std[exp.targets], dtype=torch.float32)
-    out = {k: [] for k in ("pred", "true", "mask", "pred_visible", "true_visible", "mask_visible", "start")}
+    extra = exp.task_obj.extra_groups
+    keys = ("pred", "true", "mask", "pred_visible", "true_visible", "mask_visible", "start")
+    out = {k: [] for k in keys + tuple(f"{k}_{g}" for g in extra for k in ("pred", "true", "mask"))}
+    prob = {"crps": [], "quantiles": []}
     bs = exp.cfg.train.batch_size * 4
     for idx in torch.arange(len(inputs)).split(bs):
         w, wt = inputs[idx], truth[idx]
         pred = model(exp.batch(w, src, tgt))
         y, m, _ = exp.out_window(wt)
         p, ys, ms = exp.scored(pred, y, m, src, tgt)
+        samples = _scored_samples(exp, pred, y, m, src, tgt)
+        if samples is not None:
+            samples = samples * std + mean  # (S, B, H, N_role, C_out), original units
+            if exp.cfg.data.daily:  # the samples' daily means over the truth's observed hours
+                s = samples.size(0)
+                days, _ = daily_means(samples.flatten(0, 1), ms.repeat(s, 1, 1, 1))
+                samples = days.unflatten(0, (s, -1))
+                yd, md = daily_means(ys, ms)
+            else:
+                yd, md = ys, ms
+            prob["crps"].append(crps_from_samples(samples, yd, md).float())
+            prob["quantiles"].append(sample_quantiles(samples, QUANTILE_LEVELS))
         out["pred"].append(p * std + mean)
         out["true"].append(ys)
         out["mask"].append(ms)
@@ -39,25 +67,72 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         out["true_visible"].append(yv[:, :, src] * std + mean)
         out["mask_visible"].append(mv[:, :, src])
         out["start"].append(w.start)
+        for g in extra:
+            pg, yg, mg = exp.task_obj.scored_group(g, pred, y, m, src, tgt, w.start)
+            out[f"pred_{g}"].append(pg * std + mean)
+            out[f"true_{g}"].append(yg)
+            out[f"mask_{g}"].append(mg)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
+    if prob["crps"]:
+        if len(prob["crps"]) != len(out["pred"]):
+            raise ValueError(f"model '{exp.cfg.model.name}' returned samples for some batches only")
+        arrays["crps"] = torch.cat(prob["crps"]).numpy()
+        arrays["quantiles"] = torch.cat(prob["quantiles"], dim=1).numpy()
+        arrays["quantile_levels"] = np.array(QUANTILE_LEVELS)
     arrays["stations"] = np.array([exp.data.station_ids[i] for i in (src if exp.task_obj.scores_visible else tgt)])
     arrays["stations_visible"] = np.array([exp.data.station_ids[i] for i in src])
+    for g in extra:
+        arrays[f"stations_{g}"] = np.array([exp.data.station_ids[i] for i in exp.task_obj.group_nodes(g, src, tgt)])
     return arrays
 
 
+def _scored_samples(
+    exp: Experiment, pred: Prediction, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray
+) -> torch.Tensor | None:
+    """(S, B, H, N_role, C_out) standardised samples of the scored cells, or None for a point
+    model. The task picks them as it picks the point estimate: the S samples are folded into the
+    batch axis (sample-major) for :meth:`Experiment.scored` and unfolded after."""
+    if pred.samples_src is None and pred.samples_tgt is None:
+        return None
+    folded = {}
+    for name, point in (("src", pred.src), ("tgt", pred.tgt)):
+        smp = getattr(pred, "samples_" + name)
+        if smp is None:
+            raise ValueError(f"Prediction.samples_{name} is None: a probabilistic model sets both samples_src/_tgt")
+        if smp.dim() != point.dim() + 1 or smp.shape[1:] != point.shape:
+            raise ValueError(
+                f"Prediction.samples_{name} must be (S, *{name}.shape) = (S, {tuple(point.shape)}), "
+                f"got {tuple(smp.shape)}"
+            )
+        folded[name] = smp.flatten(0, 1)
+    s = pred.samples_src.size(0)
+    if pred.samples_tgt.size(0) != s:
+        raise ValueError(f"Prediction.samples_src has {s} samples and samples_tgt {pred.samples_tgt.size(0)}")
+    reps = (s, *([1] * (y.dim() - 1)))
+    samples, _, _ = exp.scored(Prediction(**folded), y.repeat(reps), m.repeat(reps), src, tgt)
+    return samples.unflatten(0, (s, -1))
+
+
 def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
-    """Metrics of hidden and visible stations (hourly steps, or daily means for long horizons).
+    """Metrics of hidden and visible stations (hourly steps, or daily means for long horizons),
+    and of the task's extra groups (``reconstruct``: ``removed``, the pattern's cells).
 
     Aligned tasks (``krige``, ``impute``): overall and per-station metrics count each (time,
     station) cell once — overlapping windows' estimates of a cell are averaged first, as GRIN and
     SPIN do. Their per-step metrics (``at_steps``: position in the window, e.g. the window's first
     and last hour) are computed on the windows as they come, each window a row, since a merged
     cell has no single position. ``impute`` reports no per-step metrics. Forecasts: one row per
-    window, per-step = lead time."""
+    window, per-step = lead time.
+
+    With a probabilistic model's ``crps``/``quantiles`` arrays, the hidden group's ``overall``
+    adds ``crps`` (mean per-cell CRPS, original units), ``crps_norm`` (Σ CRPS / Σ |y|, the
+    normalisation CSDI and PriSTI report) and ``coverage90`` (share of cells whose truth lies in
+    [q05, q95] of its samples). Aligned tasks merge them as the point estimates: a cell's CRPS and
+    its 0/1 coverage are averaged over the windows that hold it, then averaged over cells."""
     dc = exp.cfg.data
     task = exp.task_obj
     result = {}
-    for group, suffix in (("hidden", ""), ("visible", "_visible")):
+    for group, suffix in (("hidden", ""), ("visible", "_visible"), *((g, f"_{g}") for g in task.extra_groups)):
         pred, true = torch.as_tensor(arrays["pred" + suffix]), torch.as_tensor(arrays["true" + suffix])
         mask = torch.as_tensor(arrays["mask" + suffix])
         if dc.daily:
@@ -75,8 +150,37 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
             summary["at_steps"] = per_window["at_steps"]
             summary["per_step"] = per_window["per_step"]
         summary["merged"] = "cells once (overlapping windows averaged)" if task.aligned else "one row per window"
+        if group == "hidden" and "crps" in arrays:
+            summary["overall"].update(_probabilistic_summary(task, arrays, true, mask))
         ids = arrays["stations" + suffix].tolist()
         summary["per_station"] = dict(zip(ids, summary["per_station"], strict=True))
         result[group] = summary
     result["unit"] = "daily mean" if dc.daily else "hourly"
     return result
+
+
+def _probabilistic_summary(task, arrays: dict[str, np.ndarray], true: torch.Tensor, mask: torch.Tensor) -> dict:
+    """``crps``, ``crps_norm`` and ``coverage90`` of the scored cells (see :func:`score`); true and
+    mask (B, H, N, C) as scored (daily means for ``data.daily``)."""
+    crps = torch.as_tensor(arrays["crps"]).double()
+    quantiles = torch.as_tensor(arrays["quantiles"])
+    if crps.shape != true.shape or quantiles.shape[1:] != true.shape:
+        raise ValueError(
+            f"crps {tuple(crps.shape)} and quantiles {tuple(quantiles.shape)} do not match the scored cells "
+            f"{tuple(true.shape)}"
+        )
+    levels = np.asarray(arrays["quantile_levels"], dtype=np.float64)
+    lo, hi = (quantiles[int(np.flatnonzero(np.isclose(levels, q))[0])] for q in (0.05, 0.95))
+    hit = ((lo <= true) & (true <= hi)).double()
+    start = torch.as_tensor(arrays["start"])
+    crps_m, true_m, cells = task.merge_windows(crps, true, mask, start)
+    hit_m, _, _ = task.merge_windows(hit, true, mask, start)
+    n = int(cells.sum())
+    if not n:
+        return {"crps": float("nan"), "crps_norm": float("nan"), "coverage90": float("nan")}
+    total, scale = float(crps_m[cells].sum()), float(true_m[cells].double().abs().sum())
+    return {
+        "crps": total / n,
+        "crps_norm": total / scale if scale > 0 else float("nan"),
+        "coverage90": float(hit_m[cells].mean()),
+    }

@@ -7,17 +7,24 @@ inputs and scores the hidden (val or test) stations in original units.
 Three tasks: ``forecast`` (the H steps after the window, at hidden stations), ``krige`` (hidden
 stations over the window itself) and ``impute`` (in-sample: every station is visible, and the
 dataset's evaluation cells — AQI-36's official mask — are removed from the input everywhere, from
-the scaler too, and scored in the test period).
+the scaler too, and scored in the test period). ``reconstruct`` is ``krige`` whose visible stations
+also lose the cells of a seeded sparse pattern (``split.pattern``), removed the same way and
+scored as a second group.
+
+AMLSG's protocol options (:mod:`stgraph.engine.tasks.protocols`) add exactly what they declare:
+the targets' anchor channels (``data.anchor_channels``), the universe's mean of the target channels
+(``data.aggregate``), and backcast or explicit time periods (``split.backcast``, ``split.periods``).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from stgraph.data.patterns import SparsePattern
 from stgraph.data.pipeline import TrainingInputs, build_training_inputs
 from stgraph.data.splits import (
     StationSplit,
@@ -28,11 +35,12 @@ from stgraph.data.splits import (
     spatial_block_split,
 )
 from stgraph.data.station_data import StationData
-from stgraph.data.time_splits import TimeSplit, chronological_time_split, month_time_split
+from stgraph.data.time_splits import TimeSplit, chronological_time_split, month_time_split, period_time_split
 from stgraph.data.windows import WindowDataset, Windows, window_starts
 from stgraph.datasets import load_dataset
 from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
 from stgraph.engine.tasks import Task, get_task
+from stgraph.engine.tasks.protocols import anchor_at_targets, anchor_channel_indices, check_aggregate, station_mean
 from stgraph.graph.knn import default_backend
 from stgraph.models.base import DataSizes, GraphBatch
 
@@ -56,10 +64,28 @@ def make_station_split(data: StationData, cfg: SplitConfig) -> StationSplit:
 
 
 def make_time_split(data: StationData, cfg: SplitConfig, span: int) -> TimeSplit:
+    """The time periods: explicit dates (``split.periods``), test months, or fractions in time order
+    (reversed with ``split.backcast``); ``span`` = window + horizon, the default gap."""
     gap = span if cfg.time_gap is None else cfg.time_gap
+    if cfg.periods:
+        if cfg.test_months or cfg.backcast:
+            raise ValueError("split.periods sets the periods itself: leave split.test_months and split.backcast unset")
+        return period_time_split(data.times, cfg.periods, gap=gap, min_span=span)
     if cfg.test_months:
+        if cfg.backcast:
+            raise ValueError("split.backcast reverses the chronological split; it does not apply to split.test_months")
         return month_time_split(data.times, test_months=cfg.test_months, val_fraction=cfg.time_val, gap=gap)
-    return chronological_time_split(data.num_steps, val=cfg.time_val, test=cfg.time_test, gap=gap)
+    periods = chronological_time_split(
+        data.num_steps, val=cfg.time_val, test=cfg.time_test, gap=gap, backcast=cfg.backcast
+    )
+    if cfg.backcast:
+        for name in ("train", "val", "test"):
+            if len(window_starts(periods.period(name), span, 0)) == 0:
+                raise ValueError(
+                    f"split.backcast: the {name} period ({int(periods.period(name).sum())} steps) holds no window of "
+                    f"{span} steps; change split.time_val / split.time_test / split.time_gap"
+                )
+    return periods
 
 
 def load_experiment_data(cfg: DataConfig) -> StationData:
@@ -73,12 +99,15 @@ def load_experiment_data(cfg: DataConfig) -> StationData:
 class Experiment:
     """Attributes:
     data: what models may see: the dataset restricted to the input channels (original units;
-        for ``impute``, with the evaluation cells removed).
+        for ``impute``, with the evaluation cells removed; for ``reconstruct``, the pattern's).
     split: station roles. periods: time periods.
     targets: indices of the target channels among the input channels.
     sizes: what the model is built with. train: leak-free training inputs.
     truth_values, truth_mask: (T, N, C_in) what is scored, and where (for ``impute``: the
         evaluation cells; otherwise the observed cells of ``data``).
+    anchor: (C_a,) indices among the input channels of the protocol's anchor channels (empty = off).
+    pattern: ``reconstruct``: the sparse pattern removed from the train-role stations (saved in
+        the run); None for the other tasks.
     """
 
     cfg: ExperimentConfig
@@ -91,6 +120,8 @@ class Experiment:
     knn_backend: str
     truth_values: np.ndarray
     truth_mask: np.ndarray
+    anchor: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pattern: SparsePattern | None = None
 
     @property
     def task(self) -> str:
@@ -99,7 +130,7 @@ class Experiment:
     @functools.cached_property
     def task_obj(self) -> Task:
         """The task's decisions (hiding, inputs, scoring, merging): :mod:`stgraph.engine.tasks`."""
-        return get_task(self.task)
+        return get_task(self.task, self.anchor, self.pattern)
 
     @property
     def aligned(self) -> bool:
@@ -127,9 +158,11 @@ class Experiment:
     ) -> tuple[WindowDataset, WindowDataset]:
         """(inputs standardised, truth in original units — or standardised with ``scaled_truth``)
         over all stations in one period; the truth's mask says where to score."""
-        # every window start (stride 1): ``data.stride`` thins training windows only, so models
-        # trained with different strides are scored on the same cells
-        starts = window_starts(self.periods.period(period), self.cfg.data.window, self._horizon, 1)
+        # every window start (``data.eval_stride``, default 1): ``data.stride`` thins training windows
+        # only, so models trained with different strides are scored on the same cells; eval_stride =
+        # window gives the non-overlapping windows of the CSDI/PriSTI protocol
+        dc = self.cfg.data
+        starts = window_starts(self.periods.period(period), dc.window, self._horizon, dc.eval_stride)
         if max_windows is not None and len(starts) > max_windows:  # evenly spaced, deterministic
             starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
         w, h = self.cfg.data.window, self._horizon
@@ -151,11 +184,13 @@ class Experiment:
 
     def batch(self, w: Windows, src: np.ndarray, tgt: np.ndarray, nodes: np.ndarray | None = None) -> GraphBatch:
         """A model batch with ``src`` visible and ``tgt`` as targets; ``src``/``tgt`` index the
-        columns of ``w`` and ``nodes`` maps those columns to dataset nodes (default: identity)."""
+        columns of ``w`` and ``nodes`` maps those columns to dataset nodes (default: identity).
+        Protocol options add the targets' anchor channels and the mean of the target channels over
+        ``src`` and ``tgt`` (see :mod:`stgraph.engine.tasks.protocols`); nothing else of ``tgt``."""
         nodes = np.arange(w.x.size(2)) if nodes is None else nodes
         _, _, y_time = self.out_window(w)
         s = torch.as_tensor(src)
-        return GraphBatch(
+        batch = GraphBatch(
             x=w.x[:, :, s],
             x_mask=w.x_mask[:, :, s],
             x_time=w.x_time,
@@ -163,6 +198,31 @@ class Experiment:
             pos_src=self.pos(nodes[src]),
             pos_tgt=self.pos(nodes[tgt]),
         )
+        if len(self.anchor):
+            batch.anchor_tgt, batch.anchor_tgt_mask = anchor_at_targets(w, tgt, self.anchor)
+        if self.cfg.data.aggregate == "mean":
+            universe = np.sort(nodes[np.concatenate([np.asarray(src), np.asarray(tgt)]).astype(np.int64)])
+            batch.aggregate, batch.aggregate_mask = self.aggregate(w.start, universe, w.x.size(1))
+        return batch
+
+    def aggregate(self, starts: torch.Tensor, stations: np.ndarray, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, W, C_out) standardised mean of the target channels over the observed cells of the
+        dataset nodes ``stations`` at the ``steps`` input steps of windows starting at ``starts``
+        (B,), and its (B, W, C_out) mask. Read from the whole standardised series, so stations that
+        sample masking cleared in the batch's ``x`` still count: the downscaling protocol's known
+        aggregate. Only the given stations are read."""
+        t = starts[:, None, None, None] + torch.arange(steps)[None, :, None, None]  # (B, W, 1, 1)
+        n = torch.as_tensor(stations, dtype=torch.long)[None, None, :, None]
+        c = torch.as_tensor(self.targets, dtype=torch.long)[None, None, None, :]
+        return station_mean(self._scaled_tensor[t, n, c], self._mask_tensor[t, n, c])
+
+    @functools.cached_property
+    def _scaled_tensor(self) -> torch.Tensor:
+        return torch.as_tensor(self.scaled, dtype=torch.float32)
+
+    @functools.cached_property
+    def _mask_tensor(self) -> torch.Tensor:
+        return torch.as_tensor(self.data.mask, dtype=torch.bool)
 
 
 def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -> Experiment:
@@ -176,11 +236,14 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     if missing:
         raise ValueError(f"data.target_channels {missing} must be among the input channels {names}")
     targets = np.array([names.index(c) for c in dc.target_channels])
+    anchor = anchor_channel_indices(dc, names)
+    check_aggregate(dc)
     aligned = task.aligned
     horizon = dc.window if aligned else dc.horizon
     truth_values = view.values
     view, truth_mask = task.model_view(view)
     split = task.station_split(view, lambda: make_station_split(data, cfg.split))
+    view, pattern = task.sparse_view(view, split, cfg)  # before the scaler and any window
     periods = make_time_split(data, cfg.split, dc.window + task.window_horizon(horizon))
     training_periods = task.training_periods(periods, cfg.split)
     backend = default_backend()
@@ -215,4 +278,6 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         knn_backend=backend,
         truth_values=truth_values,
         truth_mask=truth_mask,
+        anchor=anchor,
+        pattern=pattern,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stgraph.data.patterns import SparsePattern
 from stgraph.data.station_data import StationData
 from stgraph.engine.config import ExperimentConfig, load_config, save_config
 from stgraph.engine.evaluate import predict, score
@@ -36,17 +37,24 @@ def build_experiment(cfg: ExperimentConfig, data: StationData | None = None):
     return exp, model
 
 
+PATTERN_FILE = "pattern.npz"
+
+
 def record_run(exp: Experiment, run: RunDir) -> None:
+    """config.yaml, split.json and env.json; for ``reconstruct`` also the sparse pattern: what it is
+    in split.json (``pattern``) and its (T, N_visible) removed mask in ``pattern.npz``."""
     save_config(exp.cfg, run.config_path)
-    run.write_json(
-        "split.json",
-        {
-            "stations": exp.split.to_dict(),
-            "time": exp.periods.to_dict(),
-            "scaler": exp.train.scaler.state_dict(),
-            "channels": list(exp.data.channels),
-        },
-    )
+    split = {
+        "stations": exp.split.to_dict(),
+        "time": exp.periods.to_dict(),
+        "scaler": exp.train.scaler.state_dict(),
+        "channels": list(exp.data.channels),
+    }
+    if exp.pattern is not None:
+        exp.pattern.save(run.path / PATTERN_FILE)
+        ids = [exp.data.station_ids[i] for i in exp.pattern.nodes]
+        split["pattern"] = {**exp.pattern.to_dict(), "stations": ids, "file": PATTERN_FILE}
+    run.write_json("split.json", split)
     run.write_json("env.json", environment_record(seed=exp.cfg.train.seed, knn_backend=exp.knn_backend))
 
 
@@ -90,11 +98,27 @@ def run_experiment(
     return run, evaluate_model(model, exp, run, training)
 
 
+def check_saved_pattern(exp: Experiment, run: RunDir) -> None:
+    """The experiment's sparse pattern (re-drawn from the config's seed) must be the run's saved
+    one, so a re-evaluation scores exactly the cells the run removed."""
+    if exp.pattern is None:
+        return
+    path = run.path / PATTERN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the run's sparse pattern is missing; a reconstruct run saves it")
+    if not SparsePattern.load(path).same_as(exp.pattern):
+        raise ValueError(
+            f"{path}: the sparse pattern drawn from the run's config differs from the one the run saved "
+            "(different data or drawing code); re-run the experiment"
+        )
+
+
 def evaluate_run(run_dir: str | Path, data: StationData | None = None) -> dict:
     """Re-evaluate a finished or crashed run from its own config and ``best.pt``."""
     run = RunDir(run_dir)
     cfg = load_config(run.config_path)
     exp, model = build_experiment(cfg, data)
+    check_saved_pattern(exp, run)
     fit_model(model, exp)  # deterministic: the same choices as in training
     if model.trainable:
         if not run.best_path.exists():

@@ -63,29 +63,41 @@ def training_step(model: StationModel, exp: Experiment, view: TrainingView, loss
     batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
     if view.teacher is not None:
         batch.y_src, batch.y_src_mask = view.teacher
-    return task_loss(model(batch), view.terms, loss_fn)
+    terms = view.terms
+    if model.has_training_loss:  # e.g. a diffusion model: its own objective on the same cells
+        return model.training_loss(batch, [(t.which, t.y, t.mask, t.weight) for t in terms], loss_fn)
+    return task_loss(model(batch), terms, loss_fn)
 
 
 @torch.no_grad()
 def validate(model: StationModel, exp: Experiment) -> float:
     """Mean absolute error (standardised units) at val-role stations from train-role stations, or
-    for ``impute`` at the evaluation cells of the val period (windows scored as they come)."""
+    for ``impute`` at the evaluation cells of the val period (windows scored as they come). A task
+    with extra scored groups (``reconstruct``: the cells its pattern removed) scores the mean of
+    the groups' MAEs (hidden stations and each extra group weigh the same)."""
     model.eval()
     inputs, truth = exp.eval_windows("val", exp.cfg.train.max_eval_windows, scaled_truth=True)
     src, tgt = exp.roles("val")
-    if (len(tgt) == 0 and not exp.task_obj.scores_visible) or len(inputs) == 0:
+    task = exp.task_obj
+    if (len(tgt) == 0 and not task.scores_visible) or len(inputs) == 0:
         raise ValueError("validation needs val-role stations and a val period with at least one window")
-    err, count = 0.0, 0.0
+    groups = ("hidden", *task.extra_groups)
+    err, count = dict.fromkeys(groups, 0.0), dict.fromkeys(groups, 0.0)
     for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
         pred = model(exp.batch(inputs[idx], src, tgt))
         y, m, _ = exp.out_window(truth[idx])
-        p, y, m = exp.scored(pred, y, m, src, tgt)
-        m = m.float()
-        err += float(((p - y).abs() * m).sum())
-        count += float(m.sum())
-    if count == 0:
-        raise ValueError("the val period holds no scored cell")
-    return err / count
+        for g in groups:
+            if g == "hidden":
+                p, yg, mg = exp.scored(pred, y, m, src, tgt)
+            else:
+                p, yg, mg = task.scored_group(g, pred, y, m, src, tgt, inputs[idx].start)
+            mg = mg.float()
+            err[g] += float(((p - yg).abs() * mg).sum())
+            count[g] += float(mg.sum())
+    empty = [g for g in groups if count[g] == 0]
+    if empty:
+        raise ValueError(f"the val period holds no scored cell ({', '.join(empty)})")
+    return sum(err[g] / count[g] for g in groups) / len(groups)
 
 
 def _lr_factor(tc, step: int, epoch: int, plateau_factor: float) -> float:

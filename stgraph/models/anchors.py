@@ -90,7 +90,7 @@ def resolve_anchor(kind: str, task: str) -> str:
         raise ValueError(f"anchor must be one of {ANCHORS}, got {kind!r}")
     if kind != "auto":
         return kind
-    return {"forecast": "last", "krige": "idw", "impute": "lerp-knn"}[task]
+    return {"forecast": "last", "krige": "idw", "impute": "lerp-knn", "reconstruct": "lerp-knn"}[task]
 
 
 def anchor_prediction(
@@ -106,7 +106,8 @@ def anchor_prediction(
 
     Args:
         batch: the model's input. sizes: its data sizes (task, horizon, target channels).
-        kind: ``auto`` (by task: forecast -> ``last``, krige -> ``idw``, impute -> ``lerp-knn``),
+        kind: ``auto`` (by task: forecast -> ``last``, krige -> ``idw``, impute and reconstruct ->
+            ``lerp-knn``: targets by masked IDW, the visible stations' removed cells by the blend),
             ``none`` (zeros: the model predicts from scratch), or one of ``last``/``idw``/``lerp-knn``
             (which all fall back to the task's estimate where they do not apply).
         power: IDW power. tau, k: the ``lerp-knn`` blend's gap scale and neighbours.

@@ -32,6 +32,17 @@ class GraphBatch:
             Set by the trainer only (teacher forcing, e.g. DCRNN's scheduled sampling); never at
             evaluation, and never for target stations.
         y_src_mask: (B, H, N_src, C_out) bool, True where ``y_src`` is observed.
+        anchor_tgt: (B, W, N_tgt, C_a) standardised values of the protocol's anchor channels
+            (``data.anchor_channels``: co-located pollutants the protocol declares observed at the
+            target stations, AMLSG's hybrid stage) at the target stations over the input steps, 0
+            where unobserved; None when the protocol has no anchor. Never a target channel.
+        anchor_tgt_mask: (B, W, N_tgt, C_a) bool, True where ``anchor_tgt`` is observed.
+        aggregate: (B, W, C_out) standardised mean of the target channels over the observed
+            stations of the batch's universe (visible + targets) at each input step
+            (``data.aggregate: mean``, AMLSG's downscaling: the city-level series is known), 0
+            where none is observed; None otherwise. By design this is the one way the targets'
+            values reach the model under that protocol.
+        aggregate_mask: (B, W, C_out) bool, True where ``aggregate`` averages at least one station.
     """
 
     x: torch.Tensor
@@ -44,6 +55,10 @@ class GraphBatch:
     static_tgt: torch.Tensor | None = None
     y_src: torch.Tensor | None = None
     y_src_mask: torch.Tensor | None = None
+    anchor_tgt: torch.Tensor | None = None
+    anchor_tgt_mask: torch.Tensor | None = None
+    aggregate: torch.Tensor | None = None
+    aggregate_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -60,6 +75,13 @@ class Prediction:
     aux: list[Prediction] = field(default_factory=list)
     """Further estimates of the same outputs that training also scores (e.g. GRIN's per-direction
     and first-stage imputations): the trainer adds each one's loss, same mask, weight 1."""
+    samples_src: torch.Tensor | None = None
+    """(S, B, H, N_src, C_out) standardised samples at the visible stations, or None."""
+    samples_tgt: torch.Tensor | None = None
+    """(S, B, H, N_tgt, C_out) standardised samples at the targets, or None. A probabilistic model
+    returns S samples of both outputs (at least of the one its task scores) and makes ``src`` /
+    ``tgt`` their median; evaluation then adds CRPS, the 90 % interval's coverage and the 5/50/95 %
+    quantiles (:mod:`stgraph.engine.evaluate`). Point models leave both None."""
 
 
 @dataclass
@@ -91,7 +113,7 @@ class FitContext:
     seed: int = 0
 
 
-TASKS = ("forecast", "krige", "impute")
+TASKS = ("forecast", "krige", "impute", "reconstruct")
 
 
 @dataclass(frozen=True)
@@ -104,8 +126,9 @@ class DataSizes:
         target_channels: for each output channel, its index among the input channels.
         window: W, input steps; horizon: H, output steps (H = W for the aligned tasks).
         num_static: S, static covariates per station (0 if none).
-        task: ``forecast`` (outputs follow the input window), ``krige`` or ``impute`` (outputs
-            at the input steps). Never inferred from H == W: a 24 h -> 24 h forecast is not kriging.
+        task: ``forecast`` (outputs follow the input window), ``krige``, ``impute`` or
+            ``reconstruct`` (outputs at the input steps). Never inferred from H == W: a 24 h -> 24 h
+            forecast is not kriging.
     """
 
     in_channels: int
@@ -124,7 +147,7 @@ class DataSizes:
 
     @property
     def aligned(self) -> bool:
-        """True for ``krige`` and ``impute``: outputs at the input steps."""
+        """True for ``krige``, ``impute`` and ``reconstruct``: outputs at the input steps."""
         return self.task != "forecast"
 
 
@@ -147,6 +170,23 @@ class StationModel(nn.Module):
         the engine for every model with ``fits = True`` before any gradient training. Returns a
         record of what was chosen (saved in the run's metrics). Default: nothing to fit."""
         return {}
+
+    def training_loss(self, batch: GraphBatch, terms: list[tuple], loss_fn) -> torch.Tensor:
+        """The loss the trainer descends for one training batch. ``terms``: ``(which, y, mask,
+        weight)`` as in :class:`FitContext` (the cells the task scores, standardised truth).
+        Default: the task's loss of ``forward`` (each term's ``loss_fn`` on ``which`` output, plus
+        the ``aux`` estimates). A model whose objective is not a loss of its point output (a
+        diffusion model's noise-prediction loss on the same cells) overrides it and sets
+        ``has_training_loss = True``; validation and evaluation still call ``forward``."""
+        total = batch.x.new_zeros(())
+        pred = self(batch)
+        for p in [pred, *pred.aux]:
+            for which, y, mask, weight in terms:
+                if weight:
+                    total = total + weight * loss_fn(getattr(p, which), y, mask)
+        return total
+
+    has_training_loss: bool = False
 
     def set_training_budget(self, total_steps: int) -> None:
         """Told by the engine before training: the most optimiser steps this run may take

@@ -81,7 +81,7 @@ class GRIN(StationModel):
     time-first and node-first: sequences (W, N, B, C).
     """
 
-    tasks = frozenset({"krige", "impute"})
+    tasks = frozenset({"krige", "impute", "reconstruct"})
 
     def __init__(self, sizes: DataSizes, params: GRINParams | None = None):
         super().__init__(sizes)

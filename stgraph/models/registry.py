@@ -24,6 +24,9 @@ MODELS: dict[str, str] = {
     "idw": "stgraph.models.baselines.idw:IDW:IDWParams",
     "knn": "stgraph.models.baselines.knn_mean:KNNMean:KNNMeanParams",
     "gp": "stgraph.models.baselines.gp:GPKriging:GPParams",
+    # fitted tabular models on graph features: AMLSG's stack, and LightGBM alone (RFSI-style)
+    "amlsg": "stgraph.models.amlsg:AMLSG:AMLSGParams",
+    "lgbm": "stgraph.models.amlsg:LGBM:LGBMParams",
     # interpolation in time (impute), alone and blended with the nearest stations
     "lerp": "stgraph.models.baselines.lerp:Lerp:LerpParams",
     "lerp-knn": "stgraph.models.baselines.lerp:LerpKNN:LerpKNNParams",

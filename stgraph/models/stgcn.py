@@ -183,7 +183,7 @@ class STGCN(StationModel):
     (B, H, N_tgt, C_out).
     """
 
-    tasks = frozenset({"forecast", "krige", "impute"})
+    tasks = frozenset({"forecast", "krige", "impute", "reconstruct"})
 
     def __init__(self, sizes: DataSizes, params: STGCNParams | None = None):
         super().__init__(sizes)

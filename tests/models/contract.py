@@ -33,7 +33,9 @@ def make_batch(task: str, seed: int = 0, b: int = 4, w: int = 12, h: int = 3) ->
 
 def check_contract(name: str, hparams: dict, task: str, *, overfit: bool = True) -> None:
     """Shapes, finiteness, masked inputs ignored, station order irrelevant, no targets, reset,
-    and (``overfit``) that 150 Adam steps fit one random batch to under 30% of the initial loss."""
+    and (``overfit``) that 150 Adam steps fit one random batch to under 30% of the initial loss.
+    A model with its own training objective (``has_training_loss``) is trained by it, on every
+    cell of the batch (src and tgt terms)."""
     torch.manual_seed(0)
     batch, sizes = make_batch(task)
     h = sizes.horizon
@@ -73,11 +75,16 @@ def check_contract(name: str, hparams: dict, task: str, *, overfit: bool = True)
     y = torch.randn(4, h, 6, 1, generator=torch.Generator().manual_seed(1))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
+    every = torch.ones_like(y, dtype=torch.bool)
+    terms = [("src", y[:, :, :5], every[:, :, :5], 1.0), ("tgt", y[:, :, 5:], every[:, :, 5:], 1.0)]
     for _ in range(150 if overfit else 5):
-        p = model(batch)
-        loss = ((p.src - y[:, :, :5]) ** 2).mean()
-        if model.learns_interpolation:  # otherwise targets are a fixed readout of the visible predictions
-            loss = loss + ((p.tgt - y[:, :, 5:]) ** 2).mean()
+        if model.has_training_loss:  # its own objective on the same cells (a diffusion model's noise prediction)
+            loss = model.training_loss(batch, terms, lambda p, t, m: ((p - t) ** 2 * m).sum() / m.sum())
+        else:
+            p = model(batch)
+            loss = ((p.src - y[:, :, :5]) ** 2).mean()
+            if model.learns_interpolation:  # otherwise targets are a fixed readout of the visible predictions
+                loss = loss + ((p.tgt - y[:, :, 5:]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -11,6 +11,11 @@ TINY = {
     "dcrnn": {"hidden_channels": 8, "num_layers": 1, "max_diffusion_step": 1, "k": 3},
     "ignnk": {"hidden_channels": 16, "order": 1, "k": 3},
     "grin": {"hidden_channels": 16, "ff_channels": 16, "kernel_size": 1, "k": 3},
+    "diffrecon": {"d_model": 8, "heads": 2, "gnn_k": 3, "fine_k": 3, "step_dim": 8, "diffusion_steps": 6,
+                  "sampling_steps": 3, "num_samples": 2, "top_k": 1, "num_kernels": 2},
+    "amlsg": {"k": 3, "lags": [1, 2], "n_folds": 3, "n_estimators": 40, "mlp_epochs": 3, "mlp_hidden": [16],
+              "max_rows": 1500, "max_val_rows": 400, "num_threads": 1},
+    "lgbm": {"k": 3, "lags": [1, 2], "n_estimators": 40, "max_rows": 1500, "max_val_rows": 400, "num_threads": 1},
     "idw": {},
     "knn": {"k": 2},
     "gp": {},
@@ -31,8 +36,12 @@ TINY = {
         "dropout": 0.0,
     },
 }
-# models with too few parameters to fit a random batch; their own tests check their fitting
-NO_OVERFIT = {"gp"}
+# models with too few parameters to fit a random batch; their own tests check their fitting.
+# diffrecon's training loss is a noise-prediction loss at a random diffusion step and noise draw per
+# call: it does not fall to 30% of its start on one batch in 150 steps (a random target has no
+# structure to predict the noise from); tests/models/test_diffrecon.py checks that its loss at fixed
+# steps and noise falls with training.
+NO_OVERFIT = {"gp", "diffrecon"}
 CASES = [(name, task) for name in sorted(MODELS) for task in sorted(get_model_class(name)[0].tasks)]
 
 
@@ -62,17 +71,20 @@ def test_sizes_never_infer_the_task_from_the_horizon():
         DataSizes(2, 1, (0,), 24, 12, task="impute")
 
 
-ALL = {"forecast", "krige", "impute"}
+ALL = {"forecast", "krige", "impute", "reconstruct"}
 TASK_TABLE = {  # the README's table of which model runs which task
     "aqnet": ALL,
     "aqnet-ref": ALL,
     "dcrnn": ALL,
     "stgcn": ALL,
     "ignnk": ALL,
-    "grin": {"krige", "impute"},
+    "grin": {"krige", "impute", "reconstruct"},
+    "diffrecon": {"krige", "impute", "reconstruct"},
     "idw": ALL,
-    "knn": {"krige", "impute"},
-    "gp": {"krige", "impute"},
+    "amlsg": {"forecast", "krige", "impute"},
+    "lgbm": {"forecast", "krige", "impute"},
+    "knn": {"krige", "impute", "reconstruct"},
+    "gp": {"krige", "impute", "reconstruct"},
     "lerp": {"impute"},
     "lerp-knn": {"impute"},
     "persistence": {"forecast", "impute"},

@@ -1,15 +1,22 @@
 """GP kriging: posterior mean and marginal likelihood against dense per-step references,
-interpolation at zero noise, hyperparameter recovery, and the contract."""
+interpolation at zero noise, hyperparameter recovery, the engine's fit hook (deterministic, and
+never moved by test stations' values), and scikit-learn as an outside oracle."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from stgraph.engine.config import config_from_dict
+from stgraph.engine.fitting import fit_model
+from stgraph.engine.run import build_experiment, evaluate_run, run_experiment
 from stgraph.graph.geo import EARTH_RADIUS_KM, haversine_km
 from stgraph.models import DataSizes, GraphBatch
+from stgraph.models.base import FitContext
 from stgraph.models.baselines.gp import JITTER, GPKriging, GPParams
+from stgraph.testing import synthetic_stations
 
 TINY = {"gp": {}}
 
@@ -110,27 +117,24 @@ def _gp_samples(n_pos=30, n_steps=64, ell=15.0, noise=0.01, seed=0):
 def test_marginal_likelihood_recovers_the_lengthscale(start_km):
     batch, sizes = _gp_samples()
     model = GPKriging(sizes, GPParams(lengthscale_km=start_km, mean="zero"))
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    for _ in range(80):
-        loss = -model.log_marginal_likelihood(batch).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    with model.fitting() as theta:
+        opt = torch.optim.Adam(theta, lr=0.1)
+        for _ in range(80):
+            loss = -model.log_marginal_likelihood(batch).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert not model.log_lengthscale.requires_grad  # frozen again
     assert 15.0 / 1.5 < model.lengthscale_km < 15.0 * 1.5
     assert 1.0 / 1.5 < model.variance < 1.0 * 1.5
 
 
-def test_cross_validation_loss_fits_the_lengthscale():
-    """The engine's objective: hide stations, predict them from the others (CV fitting)."""
-    full, sizes = _gp_samples(seed=1)
-    model = GPKriging(sizes, GPParams(lengthscale_km=60.0, mean="zero"))
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    g = torch.Generator().manual_seed(2)
-    for _ in range(60):
-        hide = torch.randperm(30, generator=g)[:6]
-        keep = torch.ones(30, dtype=torch.bool)
-        keep[hide] = False
-        batch = GraphBatch(
+def _cv_context(full: GraphBatch, model: GPKriging, n_train: int = 24) -> FitContext:
+    """Training batches hide 5 of the first ``n_train`` stations (a new set per batch, the same
+    sequence every pass); validation predicts the remaining stations from the first ``n_train``."""
+
+    def subset(keep, hide):
+        return GraphBatch(
             full.x[:, :, keep],
             full.x_mask[:, :, keep],
             full.x_time,
@@ -138,19 +142,54 @@ def test_cross_validation_loss_fits_the_lengthscale():
             full.pos_src[keep],
             full.pos_src[hide],
         )
-        loss = ((model(batch).tgt - full.x[:, :, hide]) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    def train_batches():
+        g = torch.Generator().manual_seed(2)
+        for _ in range(10):
+            perm = torch.randperm(n_train, generator=g)
+            hide, keep = perm[:5], perm[5:]
+            yield subset(keep, hide), (("tgt", full.x[:, :, hide], full.x_mask[:, :, hide], 1.0),)
+
+    val = subset(torch.arange(n_train), torch.arange(n_train, full.x.size(2)))
+
+    @torch.no_grad()
+    def validate():
+        return float((model(val).tgt - full.x[:, :, n_train:]).abs().mean())
+
+    return FitContext(train_batches=train_batches, validate=validate)
+
+
+@pytest.mark.parametrize("loss", ["l1", "mse"])
+def test_fit_hook_recovers_the_lengthscale_by_cross_validation(loss):
+    """The engine's objective: hide stations, predict them from the others (CV fitting)."""
+    full, sizes = _gp_samples(seed=1)
+    model = GPKriging(sizes, GPParams(lengthscale_km=60.0, mean="zero", fit_loss=loss, fit_lr=0.1, fit_passes=8))
+    ctx = _cv_context(full, model)
+    record = model.fit(ctx)
     assert 15.0 / 1.5 < model.lengthscale_km < 15.0 * 1.5
+    assert record["lengthscale_km"] == model.lengthscale_km and record["noise"] == model.noise
+    assert record["steps"] == 10 * record["passes"] and record["best_pass"] >= 1
+    assert record["val_mae"] == ctx.validate() < record["initial_val_mae"]  # the kept parameters are the best
+    assert loss in record["objective"] and not any(t.requires_grad for t in model.buffers())
+    again = GPKriging(sizes, model.params)
+    assert again.fit(_cv_context(full, again)) == record  # deterministic
+
+
+def test_fit_with_no_passes_keeps_the_initial_kernel():
+    full, sizes = _gp_samples(seed=1)
+    model = GPKriging(sizes, GPParams(lengthscale_km=60.0, fit_passes=0))
+    record = model.fit(_cv_context(full, model))
+    assert record["steps"] == 0 and record["lengthscale_km"] == pytest.approx(60.0)
 
 
 def test_reset_and_bad_options():
     sizes = DataSizes(1, 1, (0,), 2, 2, task="krige")
     model = GPKriging(sizes, GPParams(lengthscale_km=12.0, variance=2.0, noise=0.3))
+    assert not list(model.parameters()) and not model.trainable and model.fits  # fitted by the hook only
     with torch.no_grad():
-        for p in model.parameters():
+        for p in model.buffers():
             p.add_(1.0)
+    assert model.lengthscale_km != pytest.approx(12.0)
     model.reset_parameters()
     assert model.lengthscale_km == pytest.approx(12.0) and model.variance == pytest.approx(2.0)
     assert model.noise == pytest.approx(0.3)
@@ -160,6 +199,70 @@ def test_reset_and_bad_options():
         GPKriging(sizes, GPParams(mean="median"))
     with pytest.raises(ValueError, match="lengthscale_km must be > 0"):
         GPKriging(sizes, GPParams(lengthscale_km=0.0))
+    with pytest.raises(ValueError, match="fit_loss must be one of"):
+        GPKriging(sizes, GPParams(fit_loss="huber"))
+    with pytest.raises(ValueError, match="fit_passes must be an integer >= 0"):
+        GPKriging(sizes, GPParams(fit_passes=-1))
+    with pytest.raises(ValueError, match="fit_patience must be an integer >= 1"):
+        GPKriging(sizes, GPParams(fit_patience=0))
+    with pytest.raises(ValueError, match="fit_lr must be > 0"):
+        GPKriging(sizes, GPParams(fit_lr=0.0))
+
+
+# --- the engine's fit hook ------------------------------------------------------------------
+
+
+def _engine_cfg(task="krige"):
+    return config_from_dict(
+        {
+            "data": {"target_channels": ["x0"], "task": task, "window": 12, "eval_steps": [1]},
+            "split": {"method": "kfold", "n_folds": 4, "fold": 0, "val": 2},
+            "model": {"name": "gp", "hparams": {"fit_passes": 4, "fit_lr": 0.1}},
+            "train": {"batch_size": 8, "max_train_windows": 32, "max_eval_windows": 32},
+        }
+    )
+
+
+def _fit(data, cfg=None):
+    exp, model = build_experiment(cfg or _engine_cfg(), data)
+    return exp, model, fit_model(model, exp)
+
+
+def test_fit_never_sees_test_stations():
+    """Test stations poisoned with 1e9 (and marked observed) leave the fitted kernel bit-identical;
+    changing a training station moves it, so the check can fail."""
+    data = synthetic_stations(num_nodes=12, num_steps=24 * 10, num_channels=1, seed=3)
+    exp, model, record = _fit(data)
+    assert record["steps"] > 0 and record["best_pass"] >= 1 and record["lengthscale_km"] != pytest.approx(20.0)
+    test = exp.split.indices(data, "test")
+    values, mask = data.values.copy(), data.mask.copy()
+    values[:, test], mask[:, test] = 1e9, True
+    _, dirty_model, dirty = _fit(replace(data, values=values, mask=mask))
+    assert dirty == record
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), dirty_model.buffers(), strict=True))
+    values = data.values.copy()
+    values[:, exp.train.stations[0]] *= 1.5
+    _, _, moved = _fit(replace(data, values=values))
+    assert moved["lengthscale_km"] != record["lengthscale_km"]
+
+
+def test_fit_hook_runs_in_the_engine_and_refits_deterministically(tmp_path):
+    data = synthetic_stations(num_nodes=12, num_steps=24 * 10, num_channels=1, seed=3)
+    run, metrics = run_experiment(_engine_cfg(), tmp_path, data=data, progress=False)
+    fit = metrics["training"]["fit"]
+    assert {"lengthscale_km", "variance", "noise", "objective", "steps", "val_mae"} <= set(fit)
+    assert run.read_json("fit.json") == fit and not run.best_path.exists()  # fitted, never gradient-trained
+    again = evaluate_run(run.path, data=data)  # fits again: the same kernel, the same scores
+    assert again["test"]["hidden"]["overall"] == metrics["test"]["hidden"]["overall"]
+    assert _fit(data)[2] == fit
+
+
+def test_fit_hook_for_impute():
+    """``impute``: the hidden cells of visible stations are the objective (src terms)."""
+    data = synthetic_stations(num_nodes=8, num_steps=24 * 10, num_channels=1, seed=5)
+    data = replace(data, eval_mask=data.mask & (np.random.default_rng(0).random(data.mask.shape) < 0.1))
+    exp, model, record = _fit(data, _engine_cfg("impute"))
+    assert record["steps"] > 0 and np.isfinite(record["val_mae"]) and record["val_mae"] <= record["initial_val_mae"]
 
 
 # --- outside oracle: scikit-learn's GaussianProcessRegressor --------------------------------

@@ -129,7 +129,7 @@ def test_seasonal_needs_a_full_season():
 
 def test_declared_tasks():
     sizes = DataSizes(2, 1, (0,), 12, 3)
-    assert KNNMean.tasks == {"krige", "impute"}
+    assert KNNMean.tasks == {"krige", "impute", "reconstruct"}
     assert Persistence.tasks == {"forecast", "impute"}
     assert SeasonalNaive.tasks == {"forecast"}
     with pytest.raises(ValueError, match="not defined for task"):

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from stgraph.engine.tasks.base import LossTerm, Task, TrainingView
 from stgraph.engine.tasks.impute import Impute, hidden_cells
+from stgraph.engine.tasks.reconstruct import Reconstruct
 from stgraph.engine.tasks.stations import Forecast, Krige
 
-TASK_CLASSES: dict[str, type[Task]] = {"forecast": Forecast, "krige": Krige, "impute": Impute}
+TASK_CLASSES: dict[str, type[Task]] = {
+    "forecast": Forecast,
+    "krige": Krige,
+    "impute": Impute,
+    "reconstruct": Reconstruct,
+}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, anchor=None, pattern=None) -> Task:
+    """The task ``name``; ``anchor``: the protocol's anchor channel indices, ``pattern``: the
+    experiment's sparse pattern (``reconstruct``) (see :class:`Task`)."""
     if name not in TASK_CLASSES:
         raise ValueError(f"data.task must be one of {sorted(TASK_CLASSES)}, got '{name}'")
-    return TASK_CLASSES[name]()
+    return TASK_CLASSES[name](anchor, pattern)
 
 
 __all__ = [
@@ -25,4 +33,5 @@ __all__ = [
     "Forecast",
     "Krige",
     "Impute",
+    "Reconstruct",
 ]

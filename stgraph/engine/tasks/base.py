@@ -2,10 +2,11 @@
 scored and how overlapping windows are merged.
 
 The engine (experiment set-up, trainer, evaluation) asks the experiment's :class:`Task` instead
-of branching on the task's name, so a new task is one new file in this package. Three tasks
+of branching on the task's name, so a new task is one new file in this package. Four tasks
 exist: ``forecast`` (the H steps after the window, at hidden stations), ``krige`` (hidden stations
-over the window itself) and ``impute`` (in-sample: every station visible, the dataset's
-evaluation cells removed from the input and scored).
+over the window itself), ``impute`` (in-sample: every station visible, the dataset's
+evaluation cells removed from the input and scored) and ``reconstruct`` (hidden stations, and the
+visible stations' cells removed by a sparse pattern, scored as a second group).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from stgraph.data.patterns import SparsePattern
 from stgraph.data.splits import StationSplit
 from stgraph.data.station_data import StationData
 from stgraph.data.time_splits import TimeSplit
@@ -70,11 +72,24 @@ def hide_per_sample(b: int, n: int, fraction: float, gen: torch.Generator) -> to
 
 
 class Task:
-    """Base class; subclasses set ``name`` and ``aligned`` and override what differs."""
+    """Base class; subclasses set ``name`` and ``aligned`` and override what differs.
+
+    Args:
+        anchor: (C_a,) indices among the input channels of the protocol's anchor channels
+            (``data.anchor_channels``, :mod:`stgraph.engine.tasks.protocols`): declared observed at
+            the target stations, so training that hides stations per sample keeps them. Default none.
+        pattern: the experiment's sparse pattern over the visible stations (``reconstruct``, made by
+            :meth:`sparse_view`), or None.
+    """
 
     name = ""
     aligned = True  # outputs at the input steps (krige, impute) rather than after them
     scores_visible = False  # impute scores the visible stations' completed series
+    extra_groups: tuple[str, ...] = ()  # scored groups beyond "hidden" and "visible" (see scored_group)
+
+    def __init__(self, anchor: np.ndarray | None = None, pattern: SparsePattern | None = None):
+        self.anchor = np.zeros(0, dtype=np.int64) if anchor is None else np.asarray(anchor, dtype=np.int64)
+        self.pattern = pattern
 
     def window_horizon(self, horizon: int) -> int:
         """Steps a window holds after its input part (0 for the aligned tasks)."""
@@ -92,6 +107,11 @@ class Task:
         """Station roles; ``make_split()`` builds them from the config."""
         return make_split()
 
+    def sparse_view(self, view: StationData, split: StationSplit, cfg) -> tuple[StationData, SparsePattern | None]:
+        """Once the station roles exist: (the data models may see, the sparse pattern removed from
+        it, or None). ``cfg``: the ExperimentConfig. Default: unchanged, no pattern."""
+        return view, None
+
     def roles(self, split: StationSplit, data: StationData, role: str) -> tuple[np.ndarray, np.ndarray]:
         """(visible, hidden) node indices when scoring ``role`` (``val``/``test``)."""
         return split.indices(data, "train"), split.indices(data, role)
@@ -105,6 +125,17 @@ class Task:
     def scored(self, pred: Prediction, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray):
         """(prediction, truth, mask) of the scored stations."""
         return pred.tgt, y[:, :, tgt], m[:, :, tgt]
+
+    def scored_group(
+        self, group: str, pred: Prediction, y: torch.Tensor, m: torch.Tensor, src, tgt, start: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prediction, truth, mask) (B, H, N_g, C_out) of an extra scored group (``extra_groups``),
+        given the output truth y, m (B, H, N, C_out) of all columns and the windows' starts (B,)."""
+        raise ValueError(f"task '{self.name}' has no scored group '{group}'")
+
+    def group_nodes(self, group: str, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        """Node indices of the columns of an extra group's :meth:`scored_group`."""
+        raise ValueError(f"task '{self.name}' has no scored group '{group}'")
 
     def merge_windows(self, pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, start: torch.Tensor):
         """Overall scores count each (time, station) cell once: overlapping windows' estimates of a

@@ -5,6 +5,7 @@ Training hides training stations (node masking) and scores the model there from 
   (``pos_tgt``), with no input at all;
 - ``node_masking: sample``: every sampled station stays in ``src`` and a different random set is
   hidden per sample by clearing its mask (IGNNK's training); the loss covers all sampled stations.
+  The protocol's anchor channels (``data.anchor_channels``) stay observed at the hidden stations.
 ``subgraph_size`` samples that many training stations per batch first (IGNNK's random subgraphs).
 """
 
@@ -30,7 +31,11 @@ class _StationTask(Task):
         n = len(nodes)
         if tc.node_masking == "sample":
             hidden = hide_per_sample(w.x.size(0), n, tc.hide_fraction, gen)  # (B, N)
-            keep = ~hidden[:, None, :, None]
+            keep = ~hidden[:, None, :, None]  # (B, 1, N, 1)
+            if len(self.anchor):  # the protocol's anchor channels stay observed at hidden stations
+                declared = torch.zeros(w.x.size(-1), dtype=torch.bool)
+                declared[torch.as_tensor(self.anchor)] = True
+                keep = keep | declared  # (B, 1, N, C_in)
             w = replace(w, x=w.x * keep, x_mask=w.x_mask & keep)
             src, tgt = np.arange(n), np.zeros(0, dtype=np.int64)
             hid = hidden[:, None, :, None].expand_as(y_mask)

@@ -9,7 +9,7 @@ the completed series of the visible stations: observed cells echo the input, uno
 the mean of the ``k`` nearest *other* visible stations observed at that step. A step at which no
 station is observed gives 0 (the standardised mean).
 
-Defined for the aligned tasks (``krige``, ``impute``) only.
+Defined for the aligned tasks (``krige``, ``impute``, ``reconstruct``) only.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class KNNMean(StationModel):
 
     trainable = False
     learns_interpolation = False
-    tasks = frozenset({"krige", "impute"})
+    tasks = frozenset({"krige", "impute", "reconstruct"})
 
     def __init__(self, sizes: DataSizes, params: KNNMeanParams | None = None):
         super().__init__(sizes)
