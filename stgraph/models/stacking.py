@@ -21,9 +21,11 @@ of fold-f stations are held out in space only (a full space x time grid would ne
 With fewer distinct blocks than folds the folds are grouped by station only (``time_blocked``
 false in the record).
 
-Layer 2, the meta-learner: ridge over the OOF predictions (non-negative on them by default,
-Breiman's stacked regressions, 1996) or a small LightGBM, plus a few raw ``passthrough`` features
-(e.g. the IDW estimate), as AutoGluon's stacker levels see the original features.
+Layer 2, the meta-learner: by default ``greedy``, AutoGluon's own last layer (Caruana's ensemble
+selection on the OOF predictions, minimising MAE: non-negative weights summing to 1); or ridge
+over the OOF predictions (non-negative on them by default, Breiman's stacked regressions, 1996) or
+a small LightGBM, both plus a few raw ``passthrough`` features (e.g. the IDW estimate), as
+AutoGluon's stacker levels see the original features.
 
 Bagging, as AutoGluon: the K fold models of each base learner are kept and their predictions
 averaged at inference (no refit on all rows). ``layers=1`` has no meta-learner: each learner is
@@ -55,7 +57,7 @@ import torch
 from torch import nn
 
 OBJECTIVES = ("l1", "l2")
-METAS = ("ridge", "lgbm")
+METAS = ("greedy", "ridge", "lgbm")
 OPTIONAL = {"xgboost": "xgboost", "catboost": "catboost"}  # learner name -> pip package
 
 
@@ -65,7 +67,11 @@ class StackConfig:
 
     Attributes:
         learners: base learners, names in :data:`LEARNERS`.
-        meta: meta-learner, ``ridge`` or ``lgbm`` (``layers=2`` only).
+        meta: meta-learner, ``greedy`` (AutoGluon's weighted ensemble), ``ridge`` or ``lgbm`` (``layers=2`` only).
+        meta_rows: what the meta-learner is fitted on: ``oof``, the out-of-fold predictions of
+            the training rows (classic stacking), or ``val``, the base learners' predictions at the
+            validation rows (blending; held-out stations *and* a later period; falls back to
+            ``oof`` without validation rows).
         meta_positive: ridge meta-learner's weights on the OOF predictions are >= 0.
         meta_alpha: ridge meta-learner's L2 penalty (inputs: OOF predictions, standardised passthrough).
         layers: 2 (base learners + meta-learner, as AMLSG) or 1 (the learners averaged).
@@ -82,7 +88,8 @@ class StackConfig:
     """
 
     learners: tuple[str, ...] = ("lgbm", "mlp", "ridge")
-    meta: str = "ridge"
+    meta: str = "greedy"
+    meta_rows: str = "oof"
     meta_positive: bool = True
     meta_alpha: float = 1.0
     layers: int = 2
@@ -111,6 +118,8 @@ class StackConfig:
         for name in self.learners:
             if name not in LEARNERS:
                 raise ValueError(f"stack: unknown learner {name!r}; choose from {sorted(LEARNERS)}")
+        if self.meta_rows not in ("oof", "val"):
+            raise ValueError(f"stack: meta_rows must be 'oof' or 'val', got {self.meta_rows!r}")
         if self.meta not in METAS:
             raise ValueError(f"stack: meta must be one of {METAS}, got {self.meta!r}")
         if self.objective not in OBJECTIVES:
@@ -481,6 +490,37 @@ class RidgeMeta:
         return w
 
 
+class GreedyMeta:
+    """AutoGluon's last layer, ``WeightedEnsemble``: Caruana et al.'s ensemble selection (ICML 2004)
+    — starting empty, add (with replacement) the base learner whose inclusion gives the lowest
+    mean absolute error of the running average over the out-of-fold predictions, ``GREEDY_ROUNDS``
+    times; the weights are the selection counts / rounds (non-negative, summing to 1). It optimises
+    the scored metric directly and cannot extrapolate; passthrough features are not used."""
+
+    GREEDY_ROUNDS = 50
+
+    def __init__(self, cfg: StackConfig):
+        self.cfg = cfg
+
+    def fit(self, preds, raw, y, preds_val=None, raw_val=None, y_val=None) -> GreedyMeta:
+        n_learners = preds.shape[1]
+        counts = np.zeros(n_learners)
+        running = np.zeros(len(y))
+        for r in range(self.GREEDY_ROUNDS):
+            cand = (running[:, None] * r + preds) / (r + 1)  # (n, L): the average with each learner added
+            best = int(np.argmin(np.abs(cand - y[:, None]).mean(0)))  # ties: the first learner
+            counts[best] += 1
+            running = cand[:, best]
+        self.coef = counts / counts.sum()
+        return self
+
+    def predict(self, preds, raw) -> np.ndarray:
+        return preds @ self.coef
+
+    def weights(self, names: list[str]) -> dict:
+        return {c: float(v) for c, v in zip(names, self.coef, strict=False)}
+
+
 class LGBMMeta:
     """A small LightGBM (15 leaves) over [base predictions, passthrough], early stopping on validation."""
 
@@ -513,7 +553,7 @@ class Stack:
     cfg: StackConfig
     names: list[str]
     models: dict[str, list] = field(default_factory=dict)
-    meta: RidgeMeta | LGBMMeta | None = None
+    meta: GreedyMeta | RidgeMeta | LGBMMeta | None = None
     record: dict = field(default_factory=dict)
     oof: np.ndarray | None = None  # (n, L) out-of-fold predictions the meta-learner was fitted on
 
@@ -634,7 +674,12 @@ def fit_stack(
         if has_val:
             pv, rv = stack.base_predictions(x_val), x_val[:, list(cfg.passthrough)]
         stack.oof = oof
-        stack.meta = (RidgeMeta if cfg.meta == "ridge" else LGBMMeta)(cfg).fit(oof, raw, y, pv, rv, y_val)
+        meta_cls = {"greedy": GreedyMeta, "ridge": RidgeMeta, "lgbm": LGBMMeta}[cfg.meta]
+        if cfg.meta_rows == "val" and has_val:  # blending on the held-out val stations / val period
+            stack.meta = meta_cls(cfg).fit(pv, rv, y_val)
+        else:
+            stack.meta = meta_cls(cfg).fit(oof, raw, y, pv, rv, y_val)
+        rec["meta_rows"] = "val" if cfg.meta_rows == "val" and has_val else "oof"
         meta_names = [f"pred:{m}" for m in cfg.learners] + [names[i] for i in cfg.passthrough]
         rec["meta"] = {"kind": cfg.meta, "weights": stack.meta.weights(meta_names)}
         rec["oof_mae"] = mae(stack.meta.predict(oof, raw), y)  # in-sample for the meta-learner
