@@ -51,7 +51,9 @@ class GPParams:
     """Kernel, initial hyperparameters, prior mean, and the fit: ``fit_passes`` passes of Adam
     (learning rate ``fit_lr``) over the training batches on the ``fit_loss`` node-masking
     objective, stopping after ``fit_patience`` passes without validation improvement
-    (``fit_passes: 0`` keeps the initial hyperparameters)."""
+    (``fit_passes: 0`` keeps the initial hyperparameters). ``fit_lr`` 0.01: on UCI-12 krige fold 0,
+    0.05 overshot (no pass beat the initial kernel on validation: test MAE 15.78 µg/m³), 0.01 and
+    0.002 reached the same kernel (ℓ ≈ 27 km; 15.27 and 15.28)."""
 
     kernel: str = "matern32"
     lengthscale_km: float = 20.0
@@ -60,7 +62,7 @@ class GPParams:
     mean: str = "observed"
     fit_loss: str = "l1"
     fit_passes: int = 20
-    fit_lr: float = 0.05
+    fit_lr: float = 0.01
     fit_patience: int = 3
 
 
