@@ -20,6 +20,8 @@ MODELS: dict[str, str] = {
     "stgcn": "stgraph.models.stgcn:STGCN:STGCNParams",
     "ignnk": "stgraph.models.ignnk:IGNNK:IGNNKParams",
     "grin": "stgraph.models.grin:GRIN:GRINParams",
+    # two-stage conditional diffusion (Diffusion-C on the visible stations, Diffusion-F on the targets)
+    "diffrecon": "stgraph.models.diffrecon:DiffRecon:DiffReconParams",
     # spatial interpolators
     "idw": "stgraph.models.baselines.idw:IDW:IDWParams",
     "knn": "stgraph.models.baselines.knn_mean:KNNMean:KNNMeanParams",
