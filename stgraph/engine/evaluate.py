@@ -30,7 +30,7 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     0.95); with ``data.daily`` both are of the samples' daily means (H = days). A task's extra
     groups (``Task.extra_groups``, e.g. ``reconstruct``'s ``removed``: the visible stations' cells
     its pattern removed) add ``pred_<group>``/``true_<group>``/``mask_<group>`` and
-    ``stations_<group>``.
+    ``stations_<group>`` (and, for a probabilistic model, ``crps_<group>``/``quantiles_<group>``).
     """
     model.eval()
     inputs, truth = exp.eval_windows(period, exp.cfg.train.max_eval_windows)
@@ -41,6 +41,7 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     keys = ("pred", "true", "mask", "pred_visible", "true_visible", "mask_visible", "start")
     out = {k: [] for k in keys + tuple(f"{k}_{g}" for g in extra for k in ("pred", "true", "mask"))}
     prob = {"crps": [], "quantiles": []}
+    prob.update({f"{k}_{g}": [] for g in extra for k in ("crps", "quantiles")})
     bs = exp.cfg.train.batch_size * 4
     for idx in torch.arange(len(inputs)).split(bs):
         w, wt = inputs[idx], truth[idx]
@@ -49,16 +50,7 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         p, ys, ms = exp.scored(pred, y, m, src, tgt)
         samples = _scored_samples(exp, pred, y, m, src, tgt)
         if samples is not None:
-            samples = samples * std + mean  # (S, B, H, N_role, C_out), original units
-            if exp.cfg.data.daily:  # the samples' daily means over the truth's observed hours
-                s = samples.size(0)
-                days, _ = daily_means(samples.flatten(0, 1), ms.repeat(s, 1, 1, 1))
-                samples = days.unflatten(0, (s, -1))
-                yd, md = daily_means(ys, ms)
-            else:
-                yd, md = ys, ms
-            prob["crps"].append(crps_from_samples(samples, yd, md).float())
-            prob["quantiles"].append(sample_quantiles(samples, QUANTILE_LEVELS))
+            _add_probabilistic(prob, "", samples * std + mean, ys, ms, exp.cfg.data.daily)
         out["pred"].append(p * std + mean)
         out["true"].append(ys)
         out["mask"].append(ms)
@@ -72,12 +64,15 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
             out[f"pred_{g}"].append(pg * std + mean)
             out[f"true_{g}"].append(yg)
             out[f"mask_{g}"].append(mg)
+            if samples is not None:
+                sg = _scored_samples(exp, pred, y, m, src, tgt, group=g, start=w.start)
+                _add_probabilistic(prob, f"_{g}", sg * std + mean, yg, mg, exp.cfg.data.daily)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
     if prob["crps"]:
         if len(prob["crps"]) != len(out["pred"]):
             raise ValueError(f"model '{exp.cfg.model.name}' returned samples for some batches only")
-        arrays["crps"] = torch.cat(prob["crps"]).numpy()
-        arrays["quantiles"] = torch.cat(prob["quantiles"], dim=1).numpy()
+        for key, parts in prob.items():
+            arrays[key] = torch.cat(parts, dim=1 if key.startswith("quantiles") else 0).numpy()
         arrays["quantile_levels"] = np.array(QUANTILE_LEVELS)
     arrays["stations"] = np.array([exp.data.station_ids[i] for i in (src if exp.task_obj.scores_visible else tgt)])
     arrays["stations_visible"] = np.array([exp.data.station_ids[i] for i in src])
@@ -86,12 +81,33 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     return arrays
 
 
+def _add_probabilistic(prob: dict, suffix: str, samples, ys, ms, daily: bool) -> None:
+    """Append the per-cell CRPS and the quantiles of ``samples`` (S, B, H, N, C), original units,
+    scored against ``ys``/``ms`` (daily means of each sample for ``data.daily``)."""
+    if daily:  # the samples' daily means over the truth's observed hours
+        s = samples.size(0)
+        days, _ = daily_means(samples.flatten(0, 1), ms.repeat(s, 1, 1, 1))
+        samples = days.unflatten(0, (s, -1))
+        ys, ms = daily_means(ys, ms)
+    prob["crps" + suffix].append(crps_from_samples(samples, ys, ms).float())
+    prob["quantiles" + suffix].append(sample_quantiles(samples, QUANTILE_LEVELS))
+
+
 def _scored_samples(
-    exp: Experiment, pred: Prediction, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray
+    exp: Experiment,
+    pred: Prediction,
+    y: torch.Tensor,
+    m: torch.Tensor,
+    src: np.ndarray,
+    tgt: np.ndarray,
+    *,
+    group: str | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """(S, B, H, N_role, C_out) standardised samples of the scored cells, or None for a point
     model. The task picks them as it picks the point estimate: the S samples are folded into the
-    batch axis (sample-major) for :meth:`Experiment.scored` and unfolded after."""
+    batch axis (sample-major) for :meth:`Experiment.scored` (or, for an extra ``group``, the
+    task's ``scored_group`` with the window starts repeated) and unfolded after."""
     if pred.samples_src is None and pred.samples_tgt is None:
         return None
     folded = {}
@@ -109,7 +125,12 @@ def _scored_samples(
     if pred.samples_tgt.size(0) != s:
         raise ValueError(f"Prediction.samples_src has {s} samples and samples_tgt {pred.samples_tgt.size(0)}")
     reps = (s, *([1] * (y.dim() - 1)))
-    samples, _, _ = exp.scored(Prediction(**folded), y.repeat(reps), m.repeat(reps), src, tgt)
+    if group is None:
+        samples, _, _ = exp.scored(Prediction(**folded), y.repeat(reps), m.repeat(reps), src, tgt)
+    else:
+        samples, _, _ = exp.task_obj.scored_group(
+            group, Prediction(**folded), y.repeat(reps), m.repeat(reps), src, tgt, start.repeat(s)
+        )
     return samples.unflatten(0, (s, -1))
 
 
@@ -124,11 +145,12 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
     cell has no single position. ``impute`` reports no per-step metrics. Forecasts: one row per
     window, per-step = lead time.
 
-    With a probabilistic model's ``crps``/``quantiles`` arrays, the hidden group's ``overall``
-    adds ``crps`` (mean per-cell CRPS, original units), ``crps_norm`` (Σ CRPS / Σ |y|, the
-    normalisation CSDI and PriSTI report) and ``coverage90`` (share of cells whose truth lies in
-    [q05, q95] of its samples). Aligned tasks merge them as the point estimates: a cell's CRPS and
-    its 0/1 coverage are averaged over the windows that hold it, then averaged over cells."""
+    With a probabilistic model's ``crps``/``quantiles`` arrays, the hidden group's ``overall`` (and
+    each extra group's, from ``crps_<group>``/``quantiles_<group>``) adds ``crps`` (mean per-cell
+    CRPS, original units), ``crps_norm`` (Σ CRPS / Σ |y|, the normalisation CSDI and PriSTI report)
+    and ``coverage90`` (share of cells whose truth lies in [q05, q95] of its samples). Aligned tasks
+    merge them as the point estimates: a cell's CRPS and its 0/1 coverage are averaged over the
+    windows that hold it, then averaged over cells."""
     dc = exp.cfg.data
     task = exp.task_obj
     result = {}
@@ -150,8 +172,8 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
             summary["at_steps"] = per_window["at_steps"]
             summary["per_step"] = per_window["per_step"]
         summary["merged"] = "cells once (overlapping windows averaged)" if task.aligned else "one row per window"
-        if group == "hidden" and "crps" in arrays:
-            summary["overall"].update(_probabilistic_summary(task, arrays, true, mask))
+        if group != "visible" and "crps" + suffix in arrays:
+            summary["overall"].update(_probabilistic_summary(task, arrays, true, mask, suffix))
         ids = arrays["stations" + suffix].tolist()
         summary["per_station"] = dict(zip(ids, summary["per_station"], strict=True))
         result[group] = summary
@@ -159,11 +181,14 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
     return result
 
 
-def _probabilistic_summary(task, arrays: dict[str, np.ndarray], true: torch.Tensor, mask: torch.Tensor) -> dict:
+def _probabilistic_summary(
+    task, arrays: dict[str, np.ndarray], true: torch.Tensor, mask: torch.Tensor, suffix: str = ""
+) -> dict:
     """``crps``, ``crps_norm`` and ``coverage90`` of the scored cells (see :func:`score`); true and
-    mask (B, H, N, C) as scored (daily means for ``data.daily``)."""
-    crps = torch.as_tensor(arrays["crps"]).double()
-    quantiles = torch.as_tensor(arrays["quantiles"])
+    mask (B, H, N, C) as scored (daily means for ``data.daily``); ``suffix``: ``""`` for the
+    hidden group, ``_<group>`` for a task's extra group."""
+    crps = torch.as_tensor(arrays["crps" + suffix]).double()
+    quantiles = torch.as_tensor(arrays["quantiles" + suffix])
     if crps.shape != true.shape or quantiles.shape[1:] != true.shape:
         raise ValueError(
             f"crps {tuple(crps.shape)} and quantiles {tuple(quantiles.shape)} do not match the scored cells "

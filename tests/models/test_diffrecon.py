@@ -407,6 +407,12 @@ def test_runs_end_to_end_with_crps_and_coverage(tmp_path, task):
     if task == "reconstruct":
         removed = metrics["test"]["removed"]["overall"]
         assert removed["count"] > 0 and np.isfinite(removed["mae"])
+        # the removed cells are scored probabilistically too (CRPS per cell, 0 where not scored)
+        saved = run.load_predictions()
+        assert saved["quantiles_removed"].shape == (3, *saved["pred_removed"].shape)
+        assert np.isfinite(removed["crps"]) and 0.0 <= removed["coverage90"] <= 1.0
+        m = saved["mask_removed"]
+        assert np.all(saved["crps_removed"][~m] == 0) and np.all(saved["crps_removed"][m] > 0)
     hidden = metrics["test"]["hidden"]["overall"]
     assert hidden["count"] > 0 and np.isfinite(hidden["mae"]) and np.isfinite(hidden["crps"])
     assert 0.0 <= hidden["coverage90"] <= 1.0 and metrics["training"]["steps"] == 4
