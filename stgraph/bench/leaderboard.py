@@ -12,7 +12,19 @@ import pandas as pd
 from stgraph.bench.runner import BENCH_FILE, is_finished, run_root
 from stgraph.bench.suite import Suite
 
-METRICS = ("mae", "rmse")
+METRICS = ("mae", "rmse")  # every run has them
+PROBABILISTIC = ("crps", "coverage90")  # runs of probabilistic models add them
+COVERAGE_TARGET = 0.9  # coverage is ranked by its distance to the nominal level
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The metric columns of a runs table, in display order: hidden stations' MAE, RMSE (CRPS and
+    coverage where a model has samples), then each extra group's (``removed_mae``, ...)."""
+    names = [*METRICS, *PROBABILISTIC]
+    groups = sorted({c.split("_", 1)[0] for c in runs.columns if any(c.endswith(f"_{m}") for m in names)})
+    cols = [m for m in names if m in runs.columns]
+    cols += [f"{g}_{m}" for g in groups for m in names if f"{g}_{m}" in runs.columns and not m.startswith("mae@")]
+    return cols
 
 
 def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -31,10 +43,17 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
         hidden = metrics["test"]["hidden"]
         key = {"task": spec.task, "model": spec.model, "fold": spec.fold, "seed": spec.seed}
         training = metrics.get("training") or {}
+        extra = {m: hidden["overall"][m] for m in PROBABILISTIC if m in hidden["overall"]}
+        for group, summary in metrics["test"].items():  # a task's extra groups (reconstruct: removed)
+            if group in ("hidden", "visible", "unit") or not isinstance(summary, dict):
+                continue
+            got = summary["overall"]
+            extra.update({f"{group}_{m}": got[m] for m in (*METRICS, *PROBABILISTIC) if m in got})
         rows.append(
             {
                 **key,
                 **{m: hidden["overall"][m] for m in METRICS},
+                **extra,
                 "count": hidden["overall"]["count"],
                 "wall_seconds": bench["wall_seconds"],
                 "epochs": training.get("epochs_run", 0),
@@ -53,14 +72,17 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
 def summarise(suite: Suite, runs: pd.DataFrame) -> pd.DataFrame:
     """Long table: task, model, metric, mean, std, n (finished), expected, rank (1 = best)."""
     out = []
+    metrics = metric_columns(runs) if len(runs) else list(METRICS)
     for task in suite.tasks:
         for model in suite.models:
             expected = sum(1 for r in suite.runs if r.task == task and r.model == model)
             if not expected:
                 continue
             sel = runs[(runs.task == task) & (runs.model == model)] if len(runs) else runs
-            for metric in METRICS:
-                v = sel[metric].to_numpy(float) if len(sel) else np.zeros(0)
+            for metric in metrics:
+                v = sel[metric].dropna().to_numpy(float) if len(sel) else np.zeros(0)
+                if metric not in METRICS and not len(v):
+                    continue  # e.g. CRPS of a point model
                 out.append(
                     {
                         "task": task,
@@ -76,14 +98,16 @@ def summarise(suite: Suite, runs: pd.DataFrame) -> pd.DataFrame:
                 )
     table = pd.DataFrame(out)
     if len(table):
-        table["rank"] = table.groupby(["task", "metric"])["mean"].rank(method="min").astype("Int64")
+        score = table["mean"].where(~table.metric.str.endswith("coverage90"), (table["mean"] - COVERAGE_TARGET).abs())
+        table["rank"] = score.groupby([table.task, table.metric]).rank(method="min").astype("Int64")
     return table
 
 
 def leaderboard_table(suite: Suite, table: pd.DataFrame, runs: pd.DataFrame) -> str:
     """Markdown: one row per model, ``mean ± std (rank)`` per task × metric, wall time per run."""
-    cols = [(t, m) for t in suite.tasks for m in METRICS if ((table.task == t) & (table.metric == m)).any()]
-    head = ["model"] + [f"{t} {m.upper()}" for t, m in cols] + ["wall s/run", "runs"]
+    metrics = list(dict.fromkeys(table.metric)) if len(table) else list(METRICS)
+    cols = [(t, m) for t in suite.tasks for m in metrics if ((table.task == t) & (table.metric == m)).any()]
+    head = ["model"] + [f"{t} {m.replace('_', ' ').upper()}" for t, m in cols] + ["wall s/run", "runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for model in suite.models:
         cells = [f"`{model}`"]
@@ -124,7 +148,9 @@ def write_leaderboard(suite: Suite, out: str | Path) -> tuple[str, pd.DataFrame]
     table = summarise(suite, runs)
     md = f"# {suite.name}\n\n" + (suite.description.strip() + "\n\n" if suite.description else "")
     md += "Hidden-station error in original units, mean ± std over station folds × seeds; (rank) per column, "
-    md += "best in bold; [n/N] marks a cell with unfinished runs; ⚠ not converged k/n: k of its runs stopped at "
+    md += "best in bold (COVERAGE90: closest to 0.90); CRPS and coverage of the 90 % interval for models that sample; "
+    md += "REMOVED: a task's removed coarse cells (reconstruct); [n/N] marks a cell with unfinished runs; "
+    md += "⚠ not converged k/n: k of its runs stopped at "
     md += (
         "the epoch cap while still improving (early stopping never fired), so the number is not a result.\n\n"
         + leaderboard_table(suite, table, runs)

@@ -199,3 +199,28 @@ def test_tasks_narrow_models_and_models_narrow_seeds_and_data():
     assert sorted(r.seed for r in runs if r.model == "heavy") == [0, 0]
     assert sorted(r.seed for r in runs if r.model == "light") == [0, 1, 2]
     assert all(r.config.data.stride == 16 for r in runs if r.model == "heavy")
+
+
+def test_leaderboard_adds_crps_coverage_and_extra_groups_only_where_reported():
+    """Probabilistic and extra-group columns appear only for the models that report them, and
+    coverage is ranked by its distance to 0.90 (0.85 beats 0.60 and 0.99)."""
+    import pandas as pd
+
+    from stgraph.bench.leaderboard import metric_columns, summarise
+
+    s = small_suite()
+    runs = pd.DataFrame(
+        [
+            {"task": "krige", "model": "aqnet", "mae": 1.0, "rmse": 2.0, "crps": 0.8, "coverage90": 0.60},
+            {"task": "krige", "model": "idw", "mae": 1.5, "rmse": 2.5, "crps": 0.9, "coverage90": 0.85},
+            {"task": "krige", "model": "idw-p2", "mae": 1.2, "rmse": 2.2, "crps": 0.7, "coverage90": 0.99,
+             "removed_mae": 3.0},
+        ]
+    ).assign(wall_seconds=1.0, converged=True, fold=0, seed=0)
+    assert metric_columns(runs) == ["mae", "rmse", "crps", "coverage90", "removed_mae"]
+    table = summarise(s, runs).set_index(["task", "model", "metric"])
+    cov = table.xs("coverage90", level="metric").loc["krige", "rank"]
+    assert cov.to_dict() == {"aqnet": 3, "idw": 1, "idw-p2": 2}
+    assert table.loc[("krige", "aqnet", "crps"), "rank"] == 2
+    assert ("krige", "aqnet", "removed_mae") not in table.index  # nothing reported: no cell
+    assert table.loc[("krige", "idw-p2", "removed_mae"), "mean"] == 3.0
