@@ -10,7 +10,7 @@
   conditioning value and mask, plus an anchor estimate (an interpolation of the conditioning
   cells, PriSTI's conditional feature), the diffusion-step embedding and the calendar. The
   conditioning cells are the same at every step and for every sample, so ST-PointFormer's point
-  set is encoded once per batch (:class:`CachedSTPointFormer`) and only read at each step.
+  set is encoded once per batch (:meth:`STPointFormer.encode`) and only read at each step.
 * :class:`FineDenoiser` (Diffusion-F, stage 2, on the fine / hidden nodes): the completed coarse
   series are embedded (eq. 26, with the calendar) and encoded by T-PatternNet
   (:class:`~stgraph.nn.t_patternnet.TPatternNet`), carried to the fine nodes over the bipartite
@@ -47,7 +47,7 @@ from torch import nn
 from stgraph.diffusion import DiffusionStepEmbedding
 from stgraph.graph.bipartite import BipartiteAttention, bipartite_knn, carry_to_fine, idw_edge_weights
 from stgraph.nn.intra_map_gnn import IntraMapGNN, IntraMapGraph
-from stgraph.nn.st_pointformer import STPointFormer
+from stgraph.nn.st_pointformer import PointMemory, STPointFormer
 from stgraph.nn.t_patternnet import TPatternNet
 
 TIME_FEATURES = 6  # the calendar encodings of stgraph.data.encodings (GraphBatch.x_time)
@@ -80,88 +80,6 @@ class _ZeroOut(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(F.silu(self.hidden(F.silu(self.norm(h)))))
-
-
-@dataclass
-class PointMemory:
-    """ST-PointFormer's encoded point set of a batch, reused at every diffusion step.
-
-    Attributes:
-        common: (B, T, N, d) the cells' embeddings without value (time + position + external).
-        memory: (B, 1 + S, d) the null token and the encoded observed points (self-attention done).
-        key_mask: (B, 1 + S) bool, True at real keys.
-    """
-
-    common: torch.Tensor
-    memory: torch.Tensor
-    key_mask: torch.Tensor
-
-
-class CachedSTPointFormer(STPointFormer):
-    """:class:`~stgraph.nn.st_pointformer.STPointFormer` split in two: :meth:`encode` (the observed
-    points' embedding and self-attention) and :meth:`read` (every cell queries them). During
-    sampling the point set (the conditioning cells) is the same at every diffusion step and for every
-    sample, so it is encoded once per batch and read S times per step, instead of being re-encoded
-    for every sample at every step (about half of the layer's cost). :meth:`forward` is
-    ``read(encode(...))`` and equals the parent's forward (a test holds it to that)."""
-
-    def encode(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor,
-        pos: torch.Tensor,
-        time_enc: torch.Tensor | None = None,
-        node_feats: torch.Tensor | None = None,
-    ) -> PointMemory:
-        """x, mask (B, T, N, C); pos (N, 2); time_enc (B, T, F) or None; node_feats (B, T, N, E) or None."""
-        b, t, n, _ = x.shape
-        dummy = None if self.cell_embed is None else x.new_zeros(()).expand(b, t, n, self.cell_features)
-        self._check(x, mask, pos, time_enc, node_feats, dummy)
-        common = self.time_embed.weight[:t, None, :] + self.pos_embed(pos.to(x.device))[None]  # (T, N, d)
-        common = common.expand(b, t, n, self.d_model)
-        if self.ext_embed is not None:
-            ext = []
-            if time_enc is not None:
-                ext.append(time_enc.to(x.dtype)[:, :, None, :].expand(b, t, n, -1))
-            if node_feats is not None:
-                ext.append(node_feats.to(x.dtype))
-            common = common + self.ext_embed(torch.cat(ext, -1))
-        values = torch.where(mask, x, torch.zeros_like(x))
-        points = (common + self.value_embed(torch.cat([values, mask.to(x.dtype)], -1))).reshape(b, t * n, -1)
-        observed = mask.any(-1).reshape(b, t * n)  # (B, T·N)
-        count = observed.sum(1)  # (B,)
-        s = int(count.max())
-        order = torch.argsort((~observed).to(torch.int8), dim=1, stable=True)[:, :s]  # observed points first
-        memory = points.gather(1, order[..., None].expand(b, s, self.d_model))  # (B, S, d)
-        key_mask = torch.arange(s, device=x.device)[None] < count[:, None]  # (B, S)
-        memory = torch.cat([self.null_token.expand(b, 1, -1), memory], 1)  # (B, 1 + S, d)
-        key_mask = torch.cat([key_mask.new_ones(b, 1), key_mask], 1)
-        for layer in self.self_layers:
-            memory = layer(memory, memory, key_mask)
-        return PointMemory(common, memory, key_mask)
-
-    def read(self, points: PointMemory, cell_feats: torch.Tensor | None = None, reps: int = 1) -> torch.Tensor:
-        """Every cell of ``reps`` copies of the batch (sample-major, as the samplers fold them)
-        queries the encoded points. cell_feats: (reps·B, T, N, D_c) or None -> (reps·B, T, N, d)."""
-        b, t, n, d = points.common.shape
-        common = points.common if reps == 1 else points.common.repeat(reps, 1, 1, 1)
-        if self.cell_embed is not None:
-            if cell_feats is None or cell_feats.shape != (reps * b, t, n, self.cell_features):
-                got = None if cell_feats is None else tuple(cell_feats.shape)
-                raise ValueError(f"cell_feats must be {(reps * b, t, n, self.cell_features)}, got {got}")
-            common = common + self.cell_embed(cell_feats.to(common.dtype))
-        elif cell_feats is not None:
-            raise ValueError("cell_feats was given but the layer was built with 0 cell_feats channels")
-        queries = common.reshape(reps * b, t * n, d)
-        memory, key_mask = points.memory, points.key_mask
-        if reps > 1:
-            memory, key_mask = memory.repeat(reps, 1, 1), key_mask.repeat(reps, 1)
-        for layer in self.cross_layers:
-            queries = layer(queries, memory, key_mask)
-        return queries.view(reps * b, t, n, d)
-
-    def forward(self, x, mask, pos, time_enc=None, node_feats=None, cell_feats=None) -> torch.Tensor:
-        return self.read(self.encode(x, mask, pos, time_enc, node_feats), cell_feats)
 
 
 class CoarseDenoiser(nn.Module):
@@ -208,7 +126,7 @@ class CoarseDenoiser(nn.Module):
         self.node_in = nn.Linear(node_features, d) if node_features else None
         self.intra = IntraMapGNN(d, num_layers, cheb_k, gnn_levels)
         self.inter = (
-            CachedSTPointFormer(
+            STPointFormer(
                 value_channels=c,
                 d_model=d,
                 heads=heads,

@@ -39,6 +39,7 @@ Deviations from the paper, named:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,21 @@ class AttentionLayer(nn.Module):
     def forward(self, x: torch.Tensor, memory: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x + self.drop(self.attn(x, memory, key_mask)))
         return self.norm2(x + self.drop(self.ffn(x)))
+
+
+@dataclass
+class PointMemory:
+    """ST-PointFormer's encoded point set of a batch, reused at every diffusion step.
+
+    Attributes:
+        common: (B, T, N, d) the cells' embeddings without value (time + position + external).
+        memory: (B, 1 + S, d) the null token and the encoded observed points (self-attention done).
+        key_mask: (B, 1 + S) bool, True at real keys.
+    """
+
+    common: torch.Tensor
+    memory: torch.Tensor
+    key_mask: torch.Tensor
 
 
 class STPointFormer(nn.Module):
@@ -196,7 +212,20 @@ class STPointFormer(nn.Module):
         cell_feats: torch.Tensor | None = None,
     ) -> torch.Tensor:
         self._check(x, mask, pos, time_enc, node_feats, cell_feats)
+        return self.read(self.encode(x, mask, pos, time_enc, node_feats), cell_feats)
+
+    def encode(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+        time_enc: torch.Tensor | None = None,
+        node_feats: torch.Tensor | None = None,
+    ) -> PointMemory:
+        """x, mask (B, T, N, C); pos (N, 2); time_enc (B, T, F) or None; node_feats (B, T, N, E) or None."""
         b, t, n, _ = x.shape
+        dummy = None if self.cell_embed is None else x.new_zeros(()).expand(b, t, n, self.cell_features)
+        self._check(x, mask, pos, time_enc, node_feats, dummy)
         common = self.time_embed.weight[:t, None, :] + self.pos_embed(pos.to(x.device))[None]  # (T, N, d)
         common = common.expand(b, t, n, self.d_model)
         if self.ext_embed is not None:
@@ -208,9 +237,6 @@ class STPointFormer(nn.Module):
             common = common + self.ext_embed(torch.cat(ext, -1))
         values = torch.where(mask, x, torch.zeros_like(x))
         points = (common + self.value_embed(torch.cat([values, mask.to(x.dtype)], -1))).reshape(b, t * n, -1)
-        queries = common if self.cell_embed is None else common + self.cell_embed(cell_feats.to(x.dtype))
-        queries = queries.reshape(b, t * n, -1)
-
         observed = mask.any(-1).reshape(b, t * n)  # (B, T·N)
         count = observed.sum(1)  # (B,)
         s = int(count.max())
@@ -221,6 +247,24 @@ class STPointFormer(nn.Module):
         key_mask = torch.cat([key_mask.new_ones(b, 1), key_mask], 1)
         for layer in self.self_layers:
             memory = layer(memory, memory, key_mask)
+        return PointMemory(common, memory, key_mask)
+
+    def read(self, points: PointMemory, cell_feats: torch.Tensor | None = None, reps: int = 1) -> torch.Tensor:
+        """Every cell of ``reps`` copies of the batch (sample-major, as the samplers fold them)
+        queries the encoded points. cell_feats: (reps·B, T, N, D_c) or None -> (reps·B, T, N, d)."""
+        b, t, n, d = points.common.shape
+        common = points.common if reps == 1 else points.common.repeat(reps, 1, 1, 1)
+        if self.cell_embed is not None:
+            if cell_feats is None or cell_feats.shape != (reps * b, t, n, self.cell_features):
+                got = None if cell_feats is None else tuple(cell_feats.shape)
+                raise ValueError(f"cell_feats must be {(reps * b, t, n, self.cell_features)}, got {got}")
+            common = common + self.cell_embed(cell_feats.to(common.dtype))
+        elif cell_feats is not None:
+            raise ValueError("cell_feats was given but the layer was built with 0 cell_feats channels")
+        queries = common.reshape(reps * b, t * n, d)
+        memory, key_mask = points.memory, points.key_mask
+        if reps > 1:
+            memory, key_mask = memory.repeat(reps, 1, 1), key_mask.repeat(reps, 1)
         for layer in self.cross_layers:
             queries = layer(queries, memory, key_mask)
-        return queries.view(b, t, n, self.d_model)
+        return queries.view(reps * b, t, n, d)
