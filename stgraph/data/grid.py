@@ -113,6 +113,17 @@ def crop(values, lat, lon, rows: slice, cols: slice) -> tuple[np.ndarray, np.nda
     return values[:, rows][:, :, cols], sub.lat, sub.lon
 
 
+def _observed(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """(T, I, J, C) bool: not NaN, and True in ``mask`` where one is given (same shape)."""
+    observed = ~np.isnan(values)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != values.shape:
+            raise ValueError(f"mask shape {mask.shape} != values shape {values.shape}")
+        observed &= mask
+    return observed
+
+
 def block_mean(values, factor: int | tuple[int, int], mask=None) -> tuple[np.ndarray, np.ndarray]:
     """Coarse grid by f × f mean pooling, ignoring unobserved cells.
 
@@ -134,12 +145,7 @@ def block_mean(values, factor: int | tuple[int, int], mask=None) -> tuple[np.nda
         raise ValueError(f"grid {i} x {j} is not a multiple of the block {fi} x {fj}; crop it first")
     if np.isinf(values).any():
         raise ValueError("values hold infinite numbers; missing cells must be NaN")
-    observed = ~np.isnan(values)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != values.shape:
-            raise ValueError(f"mask shape {mask.shape} != values shape {values.shape}")
-        observed &= mask
+    observed = _observed(values, mask)
     blocks = (t, i // fi, fi, j // fj, fj, c)
     total = np.where(observed, values, 0.0).astype(np.float64).reshape(blocks).sum(axis=(2, 4))
     count = observed.reshape(blocks).sum(axis=(2, 4))
@@ -211,12 +217,7 @@ def grid_to_stations(
     spec = GridSpec(lat, lon)
     values = _check_values(values, spec.lat, spec.lon)
     t, i, j, c = values.shape
-    observed = ~np.isnan(values)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != values.shape:
-            raise ValueError(f"mask shape {mask.shape} != values shape {values.shape}")
-        observed &= mask
+    observed = _observed(values, mask)
     ids = cell_ids((i, j))
     latlon = spec.cell_latlon()
     rows, cols = np.divmod(np.arange(i * j), j)

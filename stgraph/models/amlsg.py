@@ -61,6 +61,7 @@ row cap above. Fitting is deterministic given the run's seed (``evaluate_run`` r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -139,26 +140,13 @@ class LGBMParams(AMLSGParams):
     layers: int = 1
 
 
-STACK_FIELDS = (
-    "meta",
-    "meta_rows",
-    "meta_positive",
-    "meta_alpha",
-    "layers",
-    "n_folds",
-    "objective",
-    "n_estimators",
-    "learning_rate",
-    "num_leaves",
-    "min_child_samples",
-    "early_stopping_rounds",
-    "colsample",
-    "mlp_epochs",
-    "mlp_batch_size",
-    "mlp_lr",
-    "mlp_weight_decay",
-    "mlp_patience",
-    "ridge_alpha",
+# the stack options AMLSGParams passes through unchanged (seed, threads and passthrough are resolved
+# per fit; learners and mlp_hidden are normalised to tuples first)
+STACK_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(StackConfig)
+    if f.name in {g.name for g in dataclasses.fields(AMLSGParams)}
+    and f.name not in ("learners", "mlp_hidden", "seed", "num_threads", "passthrough")
 )
 
 

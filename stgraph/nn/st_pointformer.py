@@ -211,7 +211,7 @@ class STPointFormer(nn.Module):
         node_feats: torch.Tensor | None = None,
         cell_feats: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        self._check(x, mask, pos, time_enc, node_feats, cell_feats)
+        # encode checks the inputs, read checks cell_feats
         return self.read(self.encode(x, mask, pos, time_enc, node_feats), cell_feats)
 
     def encode(

@@ -53,7 +53,8 @@ class GPParams:
     objective, stopping after ``fit_patience`` passes without validation improvement
     (``fit_passes: 0`` keeps the initial hyperparameters). ``fit_lr`` 0.01: on UCI-12 krige fold 0,
     0.05 overshot (no pass beat the initial kernel on validation: test MAE 15.78 µg/m³), 0.01 and
-    0.002 reached the same kernel (ℓ ≈ 27 km; 15.27 and 15.28)."""
+    0.002 reached the same kernel (ℓ ≈ 27 km; 15.27 and 15.28): the ``gp-lr*`` rows of
+    ``configs/bench/explore/uci12_amlsg_variants.yaml``."""
 
     kernel: str = "matern32"
     lengthscale_km: float = 20.0
