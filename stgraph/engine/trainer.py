@@ -9,7 +9,10 @@ estimates (e.g. GRIN's per-direction imputations) are scored by the same terms a
 
 Masked L1 by default (MSE selectable); AdamW, optional linear warm-up, a plateau or cosine
 learning-rate schedule, gradient clipping, early stopping on validation MAE with ``patience``,
-``best.pt`` on improvement, ``last.pt`` after every epoch. Every epoch draws its shuffling and
+``best.pt`` on improvement, ``last.pt`` after every epoch. The model before any step is
+validated too (``initial.pt``): if no epoch beats it — an anchored model whose training only made
+it worse — it becomes ``best.pt`` (``best_epoch`` 0), so selection on validation never returns a
+model worse than the one it started from; it does not change the patience or schedule decisions. Every epoch draws its shuffling and
 hiding from a generator seeded by (seed, epoch), and the optimiser, schedule and global RNG
 state are checkpointed, so a run killed at any point and resumed from ``last.pt`` ends with the
 same weights as one never interrupted. The learning curve (train loss, validation MAE, learning
@@ -139,6 +142,10 @@ def train_model(
     steps_per_epoch = math.ceil(n_windows / tc.batch_size)
     model.set_training_budget(tc.epochs * steps_per_epoch)
     task = exp.task_obj
+    initial_path = run.path / "initial.pt"
+    if "initial_val" not in state:  # the model before any step is a candidate for best.pt too
+        state["initial_val"] = validate(model, exp) if state["epoch"] == 0 else float("inf")
+        atomic_torch_save({"model": model.state_dict(), "epoch": 0, "val_mae": state["initial_val"]}, initial_path)
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
@@ -194,6 +201,10 @@ def train_model(
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
+    if state["initial_val"] < state["best_val"] and initial_path.exists():  # training never beat it
+        initial_path.replace(run.best_path)
+        state.update(best_val=state["initial_val"], best_epoch=0)
+    initial_path.unlink(missing_ok=True)
     log = run.read_log()
     write_learning_curve(log, run.path, title=f"{exp.cfg.model.name} / {exp.cfg.data.task}")
     converged = state["bad_epochs"] >= tc.patience

@@ -176,3 +176,33 @@ def test_l1_is_the_default_loss_and_the_schedule_halves_on_plateau():
     assert _lr_factor(tc, 0, 0, 1.0) == 0.1 and _lr_factor(tc, 20, 3, 0.5) == 0.5
     cos = tiny_cfg(lr_schedule="cosine", epochs=10).train
     assert _lr_factor(cos, 100, 0, 1.0) == 1.0 and abs(_lr_factor(cos, 100, 10, 1.0) - 0.01) < 1e-9
+
+
+def test_the_initial_model_is_kept_when_training_only_makes_it_worse(tmp_path, monkeypatch):
+    """Selection on validation includes the model before any step: a run whose every epoch
+    validates worse than its start keeps the starting weights as best.pt (best_epoch 0)."""
+    import stgraph.engine.trainer as trainer_mod
+    from stgraph.engine.config import config_from_dict
+    from stgraph.engine.run import build_experiment
+    from stgraph.engine.runs import RunDir
+    from stgraph.testing import synthetic_stations
+
+    cfg = config_from_dict(
+        {
+            "data": {"task": "krige", "window": 8, "horizon": 8, "stride": 4, "target_channels": ["x0"]},
+            "split": {"method": "random", "test": 3, "val": 2},
+            "model": {"name": "ignnk", "hparams": {"hidden_channels": 8, "order": 1, "k": 3}},
+            "train": {"epochs": 2, "patience": 5, "batch_size": 8, "max_train_windows": 16, "lr": 1e-3},
+        }
+    )
+    exp, model = build_experiment(cfg, synthetic_stations(num_nodes=12, num_steps=24 * 6))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = iter([1.0, 2.0, 3.0])  # initial model, epoch 1, epoch 2
+    monkeypatch.setattr(trainer_mod, "validate", lambda m, e: next(calls))
+    run = RunDir.create(tmp_path, "initial")
+    summary = trainer_mod.train_model(model, exp, run, progress=False)
+    assert summary["best_epoch"] == 0 and summary["best_val"] == 1.0 and summary["epochs_run"] == 2
+    best = torch.load(run.best_path, weights_only=False)
+    assert best["epoch"] == 0
+    assert all(torch.equal(best["model"][k], start[k]) for k in start)
+    assert not all(torch.equal(model.state_dict()[k], start[k]) for k in start)  # training did move it
