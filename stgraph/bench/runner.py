@@ -16,6 +16,7 @@ import contextlib
 import functools
 import multiprocessing as mp
 import os
+import resource
 import signal
 import sys
 import time
@@ -132,6 +133,11 @@ def execute(spec: RunSpec, out: str, threads: int | None = None) -> dict:
             "wall_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),
             "pid": os.getpid(),
+            # Linux ru_maxrss is in kB; a pool worker runs one run (max_tasks_per_child=1), so this
+            # is the run's peak resident memory, data loading included (in-process: the process's)
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "train_seconds": metrics.get("training", {}).get("wall_seconds"),
+            "eval_seconds_per_window": metrics.get("evaluation", {}).get("seconds_per_window"),
         }
         run.write_json(BENCH_FILE, record)
     return {**record, "mae": metrics["test"]["hidden"]["overall"]["mae"]}
@@ -161,7 +167,8 @@ def run_suite(
                 on_done(spec, info)
         return todo
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent) as pool:
+    pool_args = dict(max_workers=workers, mp_context=ctx, initializer=_die_with_parent, max_tasks_per_child=1)
+    with cf.ProcessPoolExecutor(**pool_args) as pool:  # a fresh worker per run: its own peak memory
         futures = {pool.submit(execute, spec, str(out), threads): spec for spec in todo}
         try:
             for fut in cf.as_completed(futures):

@@ -276,3 +276,29 @@ def coarsen_grid(data: StationData, factor: int | tuple[int, int]) -> StationDat
     )
     out.meta["coarsened_from"] = {"shape": spec.shape, "factor": (fi, fj)}
     return out
+
+
+def coarse_fine_network(fine: StationData, factor: int | tuple[int, int]) -> StationData:
+    """One network of both resolutions: the f × f block means of a grid (the coarse cells, first)
+    followed by the grid's own cells (the fine ones), for DiffRecon's grid protocol.
+
+    Returns:
+        StationData with N = I_c * J_c + I * J nodes: coarse cells (ids ``coarse-r000c000``,
+        row-major) then fine cells (the input's ids and order); a ``level`` column (``coarse`` /
+        ``fine``); ``meta["grid"]`` the fine grid, ``meta["coarse_grid"]`` the coarse one,
+        ``meta["coarse_factor"]`` the factor. Values and masks are the inputs' and their block means.
+    """
+    coarse = coarsen_grid(fine, factor)
+    cs = coarse.stations.assign(station="coarse-" + coarse.stations["station"], level="coarse")
+    cs["name"] = cs["station"]
+    fs = fine.stations.assign(level="fine")
+    return StationData(
+        values=np.concatenate([coarse.values, fine.values], axis=1),
+        mask=np.concatenate([coarse.mask, fine.mask], axis=1),
+        times=fine.times,
+        stations=pd.concat([cs, fs], ignore_index=True),
+        channels=fine.channels,
+        units=fine.units,
+        name=f"{fine.name}-coarse-fine",
+        meta={**fine.meta, "coarse_grid": coarse.meta["grid"], "coarse_factor": list(_pair(factor))},
+    )

@@ -23,7 +23,8 @@ from stgraph.graph.build import station_data_graph
 @dataclass
 class TrainingInputs:
     """Attributes:
-    stations: (N_train,) node indices of the train-role stations, in split order.
+    stations: (N_train,) node indices of the training windows' columns: the train-role stations in
+        split order (plus, for a protocol with seen targets, those targets after them).
     scaler: fitted on those stations in the train period.
     windows: standardised windows over those stations in the train period.
     graph: kNN graph among those stations (``station_index`` maps back to the dataset).
@@ -46,12 +47,17 @@ def build_training_inputs(
     stride: int = 1,
     weight: str = "gaussian",
     backend: str | None = None,
+    window_nodes: np.ndarray | None = None,
 ) -> TrainingInputs:
+    """``window_nodes``: nodes to cut training windows from (default: the train-role stations); a
+    protocol whose targets are seen in the train period (the grid protocol's fine cells) adds them.
+    The scaler and the graph always come from the train-role stations."""
     stations = split.indices(data, "train")
     period = time_split.period("train")
     scaler = MaskedStandardScaler().fit(data, stations, period)
-    scaled = scaler.transform(data.values[:, stations])  # (T, N_train, C): only train columns
+    nodes = stations if window_nodes is None else np.asarray(window_nodes)
+    scaled = scaler.transform(data.values[:, nodes])  # (T, N_window, C): only these columns
     starts = window_starts(period, window, horizon, stride)
-    windows = WindowDataset(scaled, data.mask[:, stations], data.times, starts, window, horizon)
+    windows = WindowDataset(scaled, data.mask[:, nodes], data.times, starts, window, horizon)
     graph = station_data_graph(data, k, stations=stations, weight=weight, backend=backend)
-    return TrainingInputs(stations=stations, scaler=scaler, windows=windows, graph=graph)
+    return TrainingInputs(stations=nodes, scaler=scaler, windows=windows, graph=graph)

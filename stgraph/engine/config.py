@@ -84,6 +84,11 @@ class DataConfig:
             the hidden stations' values reach the model, through this aggregate and only through
             it** (the city-level series is known, the district values are not): scores under it
             are downscaling scores, not kriging ones. ``none`` (default) = off. Not for ``impute``.
+        grid_coarsen: DiffRecon's grid protocol (``reconstruct`` on a grid dataset only): f >= 2
+            makes the network the f × f block means of the grid (coarse cells: visible, with the
+            sparse pattern) plus the grid's cells (fine cells: the targets). Unlike station
+            ``reconstruct``, the fine cells' train-period values are training targets (unseen
+            times, not unseen places); see :mod:`stgraph.engine.tasks.grid_reconstruct`. 0 = off.
     """
 
     dataset: str = "uci-beijing-12"
@@ -102,6 +107,7 @@ class DataConfig:
     eval_days: list[int] = field(default_factory=list)
     anchor_channels: list[str] = field(default_factory=list)
     aggregate: Literal["none", "mean"] = "none"
+    grid_coarsen: int = 0
 
 
 @dataclass
@@ -193,6 +199,9 @@ class TrainConfig:
         max_train_windows: Subsample this many training windows per epoch; None = all (an epoch
             is then one real pass over the training windows). A cap is a recorded CPU budget.
         max_eval_windows: Evaluate on at most this many windows; None = all.
+        max_val_windows: Validate (early stopping, model selection) on at most this many val-period
+            windows, evenly spaced; None = ``max_eval_windows``. A recorded CPU budget for models
+            whose prediction is costly (sampling); test scores are unaffected.
         hide_fraction: Fraction of visible training stations hidden per batch (``impute``: of cells).
         hide_block: ``impute`` only: length in steps of the gaps hidden in training; 1 = single
             cells. Longer gaps mimic evaluation masks made of outages.
@@ -225,6 +234,7 @@ class TrainConfig:
     seed: int = 0
     max_train_windows: int | None = None
     max_eval_windows: int | None = None
+    max_val_windows: int | None = None
     hide_fraction: float = 0.25
     hide_block: int = 1
     hide_pattern: Literal["random", "history", "mix"] = "random"

@@ -130,7 +130,7 @@ class Experiment:
     @functools.cached_property
     def task_obj(self) -> Task:
         """The task's decisions (hiding, inputs, scoring, merging): :mod:`stgraph.engine.tasks`."""
-        return get_task(self.task, self.anchor, self.pattern)
+        return get_task(self.task, self.anchor, self.pattern, grid=self.cfg.data.grid_coarsen)
 
     @property
     def aligned(self) -> bool:
@@ -228,8 +228,8 @@ class Experiment:
 def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -> Experiment:
     """Load (or take) the data and build roles, periods, scaler, windows and sizes."""
     dc = cfg.data
-    task = get_task(dc.task)
-    data = load_experiment_data(dc) if data is None else data
+    task = get_task(dc.task, grid=dc.grid_coarsen)
+    data = task.prepare_data(load_experiment_data(dc) if data is None else data, dc)
     names = list(dc.input_channels or data.channels)
     view = data if tuple(names) == data.channels else data.select_channels(names)
     missing = [c for c in dc.target_channels if c not in names]
@@ -256,6 +256,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         k=min(4, max(1, len(split.train) - 1)),
         stride=dc.stride,
         backend=backend,
+        window_nodes=task.training_nodes(split, view),
     )
     sizes = DataSizes(
         in_channels=len(names),

@@ -29,7 +29,8 @@ def fit_context(model: StationModel, exp: Experiment, out_dir: Path | None = Non
             yield batch, tuple((t.which, t.y, t.mask, t.weight) for t in view.terms)
 
     def val_batches():
-        inputs, truth = exp.eval_windows("val", tc.max_eval_windows, scaled_truth=True)
+        budget = tc.max_eval_windows if tc.max_val_windows is None else tc.max_val_windows
+        inputs, truth = exp.eval_windows("val", budget, scaled_truth=True)
         src, tgt = exp.roles("val")
         which = "src" if exp.task_obj.scores_visible else "tgt"
         for idx in torch.arange(len(inputs)).split(tc.batch_size * 4):

@@ -5,6 +5,7 @@ predictions and metrics. ``stgraph train`` and the end-to-end test call :func:`r
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,18 @@ def record_run(exp: Experiment, run: RunDir) -> None:
 
 
 def evaluate_model(model, exp: Experiment, run: RunDir, training: dict | None = None) -> dict:
+    """Predict and score the test period; ``metrics["evaluation"]`` records its cost (seconds, windows,
+    seconds per window: for a sampling model, its sampling time per window)."""
+    t0 = time.perf_counter()
     arrays = predict(model, exp, "test", "test")
+    seconds = time.perf_counter() - t0
+    windows = int(len(arrays["start"]))
     metrics = {
         "test": score(exp, arrays),
         "model": exp.cfg.model.name,
         "task": exp.cfg.data.task,
         "training": training or {},
+        "evaluation": {"seconds": seconds, "windows": windows, "seconds_per_window": seconds / max(windows, 1)},
     }
     if getattr(model, "last_k_estimates", None) and len(model.last_k_estimates) > 1:
         metrics["k_eval"] = sorted(model.last_k_estimates)

@@ -12,12 +12,12 @@ learning-rate schedule, gradient clipping, early stopping on validation MAE with
 ``best.pt`` on improvement, ``last.pt`` after every epoch. The model before any step is
 validated too (``initial.pt``): if no epoch beats it — an anchored model whose training only made
 it worse — it becomes ``best.pt`` (``best_epoch`` 0), so selection on validation never returns a
-model worse than the one it started from; it does not change the patience or schedule decisions. Every epoch draws its shuffling and
-hiding from a generator seeded by (seed, epoch), and the optimiser, schedule and global RNG
-state are checkpointed, so a run killed at any point and resumed from ``last.pt`` ends with the
-same weights as one never interrupted. The learning curve (train loss, validation MAE, learning
-rate per epoch) is written as ``learning_curve.csv`` and ``.png``; the summary says whether the
-run converged (early stopping fired) or stopped at the epoch cap.
+model worse than the one it started from; it does not change the patience or schedule decisions.
+Every epoch draws its shuffling and hiding from a generator seeded by (seed, epoch), and the
+optimiser, schedule and global RNG state are checkpointed, so a run killed at any point and
+resumed from ``last.pt`` ends with the same weights as one never interrupted. The learning curve
+(train loss, validation MAE, learning rate per epoch) is written as ``learning_curve.csv`` and
+``.png``; the summary says whether the run converged (early stopping fired) or stopped at the cap.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def validate(model: StationModel, exp: Experiment) -> float:
     with extra scored groups (``reconstruct``: the cells its pattern removed) scores the mean of
     the groups' MAEs (hidden stations and each extra group weigh the same)."""
     model.eval()
-    inputs, truth = exp.eval_windows("val", exp.cfg.train.max_eval_windows, scaled_truth=True)
+    tc = exp.cfg.train
+    budget = tc.max_eval_windows if tc.max_val_windows is None else tc.max_val_windows
+    inputs, truth = exp.eval_windows("val", budget, scaled_truth=True)
     src, tgt = exp.roles("val")
     task = exp.task_obj
     if (len(tgt) == 0 and not task.scores_visible) or len(inputs) == 0:

@@ -26,6 +26,9 @@ MODELS: dict[str, str] = {
     "idw": "stgraph.models.baselines.idw:IDW:IDWParams",
     "knn": "stgraph.models.baselines.knn_mean:KNNMean:KNNMeanParams",
     "gp": "stgraph.models.baselines.gp:GPKriging:GPParams",
+    # upsampling a kNN-completed coarse map (DiffRecon's grid baselines)
+    "bicubic": "stgraph.models.baselines.upsample:Bicubic:UpsampleParams",
+    "idw-upsample": "stgraph.models.baselines.upsample:IDWUpsample:UpsampleParams",
     # fitted tabular models on graph features: AMLSG's stack, and LightGBM alone (RFSI-style)
     "amlsg": "stgraph.models.amlsg:AMLSG:AMLSGParams",
     "lgbm": "stgraph.models.amlsg:LGBM:LGBMParams",

@@ -19,6 +19,8 @@ TINY = {
     "idw": {},
     "knn": {"k": 2},
     "gp": {},
+    "bicubic": {},
+    "idw-upsample": {},
     "lerp": {},
     "lerp-knn": {"tau": 4.0},
     "persistence": {},
@@ -43,7 +45,11 @@ TINY = {
 # start on one batch in 150 steps (krige, reconstruct); tests/models/test_diffrecon.py checks that its
 # loss at fixed draws falls with training.
 NO_OVERFIT = {"gp", "diffrecon"}
-CASES = [(name, task) for name in sorted(MODELS) for task in sorted(get_model_class(name)[0].tasks)]
+# models whose visible nodes must form a full regular grid run the same checks on a grid in their own tests
+GRID_ONLY = {"bicubic"}
+CASES = [
+    (name, task) for name in sorted(MODELS) if name not in GRID_ONLY for task in sorted(get_model_class(name)[0].tasks)
+]
 
 
 def test_every_model_is_in_the_contract():
@@ -88,6 +94,8 @@ TASK_TABLE = {  # the README's table of which model runs which task
     "gp": {"krige", "impute", "reconstruct"},
     "lerp": {"impute"},
     "lerp-knn": {"impute"},
+    "bicubic": {"reconstruct"},
+    "idw-upsample": {"krige", "reconstruct"},
     "persistence": {"forecast", "impute"},
     "seasonal-naive": {"forecast"},
     "linear": {"forecast"},

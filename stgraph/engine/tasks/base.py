@@ -99,6 +99,16 @@ class Task:
         """(the data models may see, the (T, N, C) mask of what is scored)."""
         return view, view.mask
 
+    @staticmethod
+    def prepare_data(data: StationData, dc) -> StationData:
+        """The network a protocol works on, built from the loaded dataset (``dc``: the DataConfig);
+        default: the dataset itself (the grid protocol builds its coarse-fine network here)."""
+        return data
+
+    def training_nodes(self, split: StationSplit, data: StationData) -> np.ndarray:
+        """Nodes whose train-period windows training batches are cut from (default: the train role)."""
+        return split.indices(data, "train")
+
     def training_periods(self, periods: TimeSplit, split_cfg) -> TimeSplit:
         """The periods training windows and the scaler come from (default: as split)."""
         return periods
