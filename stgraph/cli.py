@@ -12,15 +12,59 @@ from stgraph.datasets import get_card, list_datasets, load_dataset
 from stgraph.summary import run_summary
 
 
+def _reader_options(args) -> dict:
+    """The reader's options given on the command line (those not given are left to the reader)."""
+    units = None
+    if args.units:
+        pairs = [u.split("=", 1) for u in _csv(args.units)]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"--units {args.units!r}: expected VARIABLE=UNIT pairs separated by commas (pm25=ug/m3)")
+        units = dict(pairs)
+    return {
+        "variables": _csv(args.variables), "units": units, "freq": args.freq, "irregular": args.irregular,
+        "negative": args.negative, "nonnegative": _csv(args.nonnegative),
+        "duplicate_coordinates": args.duplicate_coordinates, "station_column": args.station_column,
+        "time_column": args.time_column,
+    }  # fmt: skip
+
+
 def _datasets(args) -> int:
+    from stgraph.datasets.user_cards import add_user_dataset, user_cards, user_cards_dir
+
+    if args.action == "add":
+        if not args.name or not args.long:
+            print("stgraph datasets add NAME --long FILE [--stations FILE]: give a name and the long table")
+            return 2
+        opts = {k: v for k, v in _reader_options(args).items() if v is not None}
+        card, data = add_user_dataset(args.name, args.long, args.stations, title=args.title or "", force=args.force,
+                                      **opts)  # fmt: skip
+        print(f"added dataset '{card.name}': {data.num_nodes} stations, {data.num_steps} steps, channels "
+              f"{list(data.channels)}; card {card.path}")  # fmt: skip
+        for what, count in (data.meta.get("report") or {}).get("counts", {}).items():
+            print(f"  reader: {what}: {count}")
+        return 0
+    users = user_cards()
     if args.action == "list":
         for name in list_datasets():
-            card = get_card(name)
-            print(f"{name:16s} {card.title}")
+            if name in users:
+                print(f"{name:16s} {users[name].title}  [yours: {users[name].path}]")
+            else:
+                print(f"{name:16s} {get_card(name).title}")
         return 0
     if not args.name:
         print("stgraph datasets info NAME: give a dataset name; choices: " + ", ".join(list_datasets()))
         return 2
+    key = args.name.strip().lower()
+    if key in users and key.replace("_", "-") not in set(list_datasets()) - set(users):
+        u = users[key]
+        print(f"{u.name}: {u.title}  (your dataset, card {u.path}, added {u.created})")
+        print(f"long       {u.long}  sha256 {u.long_sha256[:16]}…")
+        if u.stations:
+            print(f"stations   {u.stations}  sha256 {u.stations_sha256[:16]}…")
+        print(f"reader     {u.reader or 'defaults'}")
+        return 0
+    if key not in list_datasets():
+        raise KeyError(f"unknown dataset '{args.name}'; available: {list_datasets()} (your cards: {user_cards_dir()})")
     card = get_card(args.name)
     print(f"{card.name}: {card.title}\n")
     print(" ".join(card.description.split()) + "\n")
@@ -36,7 +80,8 @@ def _datasets(args) -> int:
 
 def _summary(args) -> int:
     if args.long:
-        data = read_long_table(args.long, args.stations, irregular=args.irregular)
+        opts = {k: v for k, v in _reader_options(args).items() if v is not None}
+        data = read_long_table(args.long, args.stations, **opts)
     elif args.dataset:
         data = load_dataset(args.dataset, args.data_dir, download=not args.offline)
     else:
@@ -122,6 +167,19 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _add_reader_arguments(p: argparse.ArgumentParser) -> None:
+    """read_long_table's options, for every command that reads a long table."""
+    p.add_argument("--variables", help="comma-separated channels to read (default: every other column)")
+    p.add_argument("--units", help="comma-separated VARIABLE=UNIT pairs, e.g. pm25=ug/m3,temp=degC")
+    p.add_argument("--freq", help="time step such as 1h (default: the most common step)")
+    p.add_argument("--irregular", choices=["raise", "resample"], help="time stamps off the grid (default raise)")
+    p.add_argument("--negative", choices=["mask", "raise"], help="negative values of non-negative channels")
+    p.add_argument("--nonnegative", help="comma-separated channels that cannot be negative (default: all)")
+    p.add_argument("--duplicate-coordinates", choices=["raise", "keep"], help="stations at identical coordinates")
+    p.add_argument("--station-column", help="station id column of the long table (default station)")
+    p.add_argument("--time-column", help="time column of the long table (default time)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stgraph", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -146,15 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", help="comma-separated subset of seeds")
     b.add_argument("--no-maps", action="store_true", help="skip the per-station error maps")
     b.set_defaults(func=_benchmark)
-    d = sub.add_parser("datasets", help="list the built-in datasets or show one's card")
-    d.add_argument("action", choices=["list", "info"])
+    d = sub.add_parser("datasets", help="list datasets (built-in and yours), show one, or add your own")
+    d.add_argument("action", choices=["list", "info", "add"])
     d.add_argument("name", nargs="?")
+    d.add_argument("--long", help="add: your long-format CSV/Parquet: station, time, <variables>")
+    d.add_argument("--stations", help="add: stations table: station, latitude, longitude, ...")
+    d.add_argument("--title", help="add: a one-line description")
+    d.add_argument("--force", action="store_true", help="add: replace an existing card of that name")
+    _add_reader_arguments(d)
     d.set_defaults(func=_datasets)
     s = sub.add_parser("summary", help="load a dataset, build its station graph, print a summary, draw a map")
     s.add_argument("dataset", nargs="?", help="built-in dataset name (see `stgraph datasets list`)")
     s.add_argument("--long", help="your own long-format CSV/Parquet: station, time, <variables>")
     s.add_argument("--stations", help="stations table for --long: station, latitude, longitude, ...")
-    s.add_argument("--irregular", choices=["raise", "resample"], default="raise")
+    _add_reader_arguments(s)
     s.add_argument("--data-dir", help="folder holding <dataset folder>/<files> (else $STGRAPH_DATA_DIR, mirror, cache)")
     s.add_argument("--offline", action="store_true", help="never download")
     s.add_argument("--k", type=int, default=4, help="neighbours per station in the kNN graph")
@@ -169,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, FileNotFoundError, ValueError) as e:
+    except (KeyError, FileNotFoundError, ValueError) as e:  # DataValidationError, ChecksumError included
         print(f"stgraph: error: {e}", file=sys.stderr)
         return 1
 

@@ -79,3 +79,71 @@ def test_train_and_evaluate_on_a_real_slice(tmp_path, capsys):
     assert again == first and "hidden" in capsys.readouterr().out
     assert main(["train", str(cfg), "--set", "train.lrr=1"]) == 1
     assert "train.lrr" in capsys.readouterr().err
+
+
+def test_own_network_from_csv_to_leaderboard_with_cli_commands_only(tmp_path, monkeypatch, capsys):
+    """The README's path for a new user: add the files as a dataset, look at it, train a config that
+    names it, train one that names the files inline, and benchmark a suite on it."""
+    from tests.datasets.test_user_cards import write_long_table
+
+    monkeypatch.setenv("STGRAPH_HOME", str(tmp_path / "home"))
+    long, stations = write_long_table(tmp_path / "files")
+    assert main(["datasets", "add", "mycity", "--long", str(long), "--stations", str(stations),
+                 "--units", "pm25=ug/m3"]) == 0  # fmt: skip
+    assert "added dataset 'mycity': 8 stations" in capsys.readouterr().out
+    assert main(["datasets", "list"]) == 0
+    assert "[yours:" in capsys.readouterr().out
+    assert main(["datasets", "info", "mycity"]) == 0
+    assert "sha256" in capsys.readouterr().out
+    common = (
+        "data: {target_channels: [pm25], task: krige, window: 12, stride: 12}\n"
+        "split: {method: kfold, n_folds: 4, val: 1}\n"
+        "model: {name: idw}\n"
+        "train: {epochs: 1}\n"
+    )
+    named = tmp_path / "named.yaml"
+    named.write_text("name: named\n" + common.replace("data: {", "data: {dataset: mycity, "))
+    inline = tmp_path / "inline.yaml"
+    inline.write_text("name: inline\n" + common.replace("data: {", f"data: {{long: {long}, stations: {stations}, "))
+    assert main(["train", str(named), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    out_named = capsys.readouterr().out
+    assert main(["train", str(inline), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    out_inline = capsys.readouterr().out
+    mae = lambda text: text.split("hidden")[1].split("MAE")[1].split()[0]  # noqa: E731
+    assert mae(out_named) == mae(out_inline)  # the same data either way
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: mine\nfolds: [0, 1]\nseeds: [0]\n"
+        "base:\n  data: {dataset: mycity, target_channels: [pm25], window: 12, stride: 12}\n"
+        "  split: {method: kfold, n_folds: 4, val: 1}\n  train: {epochs: 1}\n"
+        "tasks:\n  krige:\n    data: {task: krige}\n"
+        "models:\n  idw: {}\n  knn: {hparams: {k: 2}}\n"
+    )
+    assert main(["benchmark", str(suite), "--out", str(tmp_path / "bench"), "--workers", "0", "--no-maps"]) == 0
+    board = (tmp_path / "bench" / "leaderboard.md").read_text()
+    assert "idw" in board and "knn" in board
+
+
+def test_reader_advice_is_reachable_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """Each option an error recommends exists on the command that raised it."""
+    from tests.datasets.test_user_cards import write_long_table
+
+    monkeypatch.setenv("STGRAPH_HOME", str(tmp_path / "home"))
+    long, stations = write_long_table(tmp_path / "dup", duplicate=True)
+    assert main(["datasets", "add", "dup", "--long", str(long), "--stations", str(stations)]) == 1
+    assert "--duplicate-coordinates keep" in capsys.readouterr().err
+    assert main(["datasets", "add", "dup", "--long", str(long), "--stations", str(stations),
+                 "--duplicate-coordinates", "keep"]) == 0  # fmt: skip
+    long, stations = write_long_table(tmp_path / "neg")
+    text = long.read_text().splitlines()
+    row = text[1].split(",")
+    row[2] = "-5"
+    long.write_text("\n".join([text[0], ",".join(row), *text[2:]]) + "\n")
+    assert main(["summary", "--long", str(long), "--stations", str(stations), "--negative", "raise"]) == 1
+    assert "--negative mask" in capsys.readouterr().err
+    assert main(["summary", "--long", str(long), "--stations", str(stations), "--negative", "mask"]) == 0
+    text = long.read_text().replace("2024-01-01 03:00", "2024-01-01 03:20")
+    long.write_text(text)
+    assert main(["summary", "--long", str(long), "--stations", str(stations)]) == 1
+    assert "--irregular resample" in capsys.readouterr().err
+    assert main(["summary", "--long", str(long), "--stations", str(stations), "--irregular", "resample"]) == 0

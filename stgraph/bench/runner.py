@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import functools
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -72,10 +73,16 @@ def is_finished(out: str | Path, spec: RunSpec) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset(dataset: str, data_dir: str | None, start: str | None, end: str | None):
+def _dataset(source: str):
+    """The data of a suite's ``data`` section (``source``: its dataset fields as JSON), loaded once."""
     from stgraph.engine.experiment import load_experiment_data
 
-    return load_experiment_data(DataConfig(dataset=dataset, data_dir=data_dir, start=start, end=end))
+    return load_experiment_data(DataConfig(**json.loads(source)))
+
+
+def _source(dc: DataConfig) -> str:
+    keys = ("dataset", "data_dir", "start", "end", "long", "stations", "reader")
+    return json.dumps({k: getattr(dc, k) for k in keys}, sort_keys=True)
 
 
 class RunLockedError(RuntimeError):
@@ -117,7 +124,7 @@ def execute(spec: RunSpec, out: str, threads: int | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dc = spec.config.data
-    data = _dataset(dc.dataset, dc.data_dir, dc.start, dc.end)
+    data = _dataset(_source(dc))
     parent, name = run_root(out, spec)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:

@@ -141,7 +141,10 @@ def read_stations(
             pair.to_numpy(),
             f"stations {ids[pair].tolist()} share the coordinates ({lat0}, {lon0})",
             source=label,
-            expected="distinct coordinates (pass duplicate_coordinates='keep' to allow)",
+            expected=(
+                "distinct coordinates (pass duplicate_coordinates='keep' to allow; command line: "
+                "--duplicate-coordinates keep; config: data.reader: {duplicate_coordinates: keep})"
+            ),
         )
     if duplicate_coordinates not in ("raise", "keep"):
         raise ValueError(f"duplicate_coordinates must be 'raise' or 'keep', got {duplicate_coordinates!r}")
@@ -173,6 +176,7 @@ def read_long_table(
     irregular: str = "raise",
     negative: str = "mask",
     nonnegative: list[str] | None = None,
+    duplicate_coordinates: str = "raise",
     name: str | None = None,
 ) -> StationData:
     """Read long-format measurements (``station, time, <variables>``) into :class:`StationData`.
@@ -189,6 +193,8 @@ def read_long_table(
         negative: ``"mask"`` masks negative values of non-negative channels (counted);
             ``"raise"`` refuses them.
         nonnegative: channels that cannot be negative (default: all variables).
+        duplicate_coordinates: ``"raise"`` refuses two stations at identical coordinates;
+            ``"keep"`` accepts them (as :func:`read_stations`).
     """
     label = str(path)
     df = read_table(path).reset_index(drop=True)
@@ -224,9 +230,10 @@ def read_long_table(
             station_column=station_column,
             lat_column=lat_col,
             lon_column=lon_col,
+            duplicate_coordinates=duplicate_coordinates,
         )
     else:
-        table = read_stations(stations)
+        table = read_stations(stations, duplicate_coordinates=duplicate_coordinates)
     skip = {station_column, time_column} | ({lat_col, lon_col} if stations is None else set())
     variables = list(variables) if variables is not None else [c for c in df.columns if c not in skip]
     missing = [v for v in variables if v not in df.columns]
@@ -350,7 +357,10 @@ def assemble_station_data(
                     f"negative value {v[neg][0]}",
                     source=source,
                     column=var,
-                    expected="a value >= 0 (pass negative='mask' to mask and count them)",
+                    expected=(
+                        "a value >= 0 (pass negative='mask' to mask and count them; command line: --negative mask; "
+                        "config: data.reader: {negative: mask})"
+                    ),
                 )
             if neg.any():
                 report.add(f"negative {var} values masked", int(neg.sum()))
@@ -381,7 +391,10 @@ def assemble_station_data(
                 f"time '{pd.Timestamp(t_ns[off_grid][0])}' is off the regular {step} grid starting {pd.Timestamp(t0)}",
                 source=source,
                 column="time",
-                expected="time stamps on one regular step (pass irregular='resample' to average them onto the grid)",
+                expected=(
+                    "time stamps on one regular step (pass irregular='resample' to average them onto the grid; "
+                    "command line: --irregular resample; config: data.reader: {irregular: resample})"
+                ),
             )
         report.add("rows moved onto the time grid (irregular='resample')", int(off_grid.sum()))
     t_idx = offset // step_ns

@@ -238,10 +238,16 @@ def leave_one_station_out(data: StationData | list[str], *, val: float = 1, seed
     return out
 
 
-def connectivity_report(data: StationData, split: StationSplit, *, isolation_km: float = 50.0) -> pd.DataFrame:
+def connectivity_report(
+    data: StationData, split: StationSplit, *, isolation_km: float = 50.0, periods=None, channels=None
+) -> pd.DataFrame:
     """For each hidden (val/test) station: its nearest training station and the geodesic
     distance to it; ``isolated`` marks hidden stations with no training station within
-    ``isolation_km``, where any interpolation is an extrapolation."""
+    ``isolation_km``, where any interpolation is an extrapolation. With ``periods`` (a TimeSplit)
+    every station gets a row (train-role ones too) and ``coverage_train/val/test`` columns: the
+    fraction of steps of each period with an observed value of ``channels`` (default: any channel);
+    ``scorable``: a val/test station has an observation in the period it is scored in (a train-role
+    station: in the train period)."""
     train_idx = split.indices(data, "train")
     rows = []
     latlon = data.latlon
@@ -263,4 +269,16 @@ def connectivity_report(data: StationData, split: StationSplit, *, isolation_km:
                     "isolated": bool(d[i, j[i]] > isolation_km),
                 }
             )
-    return pd.DataFrame(rows, columns=["station", "role", "nearest_train", "distance_km", "isolated"])
+    report = pd.DataFrame(rows, columns=["station", "role", "nearest_train", "distance_km", "isolated"])
+    if periods is None:
+        return report
+    from stgraph.data.coverage import role_coverage
+
+    cov = role_coverage(data, periods, range(data.num_channels) if channels is None else channels)
+    train = pd.DataFrame({"station": [data.station_ids[i] for i in train_idx], "role": "train"})
+    report = pd.concat([train, report], ignore_index=True)
+    for name in ("train", "val", "test"):
+        report[f"coverage_{name}"] = cov.loc[report.station, name].to_numpy()
+    own = [getattr(r, f"coverage_{r.role}") for r in report.itertuples()]  # coverage in the role's own period
+    report["scorable"] = [bool(c > 0) for c in own]
+    return report

@@ -9,6 +9,7 @@ from stgraph.data.station_data import StationData
 from stgraph.datasets import aqi36, cn_stations, era5_uk, uci_beijing
 from stgraph.datasets.cards import DatasetCard, all_cards
 from stgraph.datasets.resolve import resolve_files
+from stgraph.datasets.user_cards import load_user_dataset, user_cards, user_cards_dir
 
 LOADERS: dict[str, Callable[[DatasetCard, dict[str, Path]], StationData]] = {
     "uci_beijing": uci_beijing.load,
@@ -19,19 +20,30 @@ LOADERS: dict[str, Callable[[DatasetCard, dict[str, Path]], StationData]] = {
 
 
 def list_datasets() -> list[str]:
-    return sorted(all_cards())
+    """Built-in dataset names, then the user's (``stgraph datasets add``)."""
+    return sorted(all_cards()) + sorted(user_cards())
 
 
 def get_card(name: str) -> DatasetCard:
+    """A built-in dataset's card (user datasets: :func:`stgraph.datasets.user_cards.user_cards`)."""
     cards = all_cards()
     key = name.strip().lower().replace("_", "-")
     if key not in cards:
-        raise KeyError(f"unknown dataset '{name}'; available: {sorted(cards)}")
+        raise KeyError(
+            f"unknown dataset '{name}'; available: built-in {sorted(cards)}, yours {sorted(user_cards())} "
+            f"(add one with `stgraph datasets add NAME --long FILE --stations FILE`; cards in {user_cards_dir()})"
+        )
     return cards[key]
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = True) -> StationData:
-    """Load a built-in dataset, reading verified files (see :mod:`stgraph.datasets.resolve`)."""
+    """Load a built-in dataset, reading verified files (see :mod:`stgraph.datasets.resolve`), or a
+    user dataset added with ``stgraph datasets add`` (files verified against the card's SHA-256)."""
+    key = name.strip().lower()
+    if key.replace("_", "-") not in all_cards():
+        user = user_cards()
+        if key in user:
+            return load_user_dataset(user[key])
     card = get_card(name)
     files = resolve_files(card, data_dir, download=download)
     data = LOADERS[card.loader](card, files)

@@ -49,6 +49,14 @@ class DataConfig:
     Args:
         dataset: Registered dataset name (see ``stgraph.list_datasets``).
         data_dir: Folder to read the dataset from; None = the loader's default search path.
+        long: Your own long-format table (CSV/Parquet: station, time, <variables>) named inline
+            instead of a dataset name (``dataset`` is then only the data's name); read with
+            :func:`stgraph.data.readers.read_long_table`. A named dataset
+            (``stgraph datasets add``) records checksums; an inline file does not.
+        stations: The stations table for ``long`` (None: ``long`` has latitude/longitude columns).
+        reader: ``read_long_table`` options for ``long`` (``irregular``, ``negative``,
+            ``nonnegative``, ``duplicate_coordinates``, ``variables``, ``units``, ``freq``,
+            ``station_column``, ``time_column``).
         input_channels: Channels fed to the model; None = all channels.
         target_channels: Channels predicted and scored.
         start: Optional start of a time slice (anything pandas parses).
@@ -93,6 +101,9 @@ class DataConfig:
 
     dataset: str = "uci-beijing-12"
     data_dir: str | None = None
+    long: str | None = None
+    stations: str | None = None
+    reader: dict[str, Any] = field(default_factory=dict)
     input_channels: list[str] | None = None
     target_channels: list[str] = field(default_factory=lambda: ["PM2.5"])
     start: str | None = None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stgraph.data.coverage import ensure_coverage
 from stgraph.data.patterns import SparsePattern
 from stgraph.data.pipeline import TrainingInputs, build_training_inputs
 from stgraph.data.splits import (
@@ -89,7 +90,17 @@ def make_time_split(data: StationData, cfg: SplitConfig, span: int) -> TimeSplit
 
 
 def load_experiment_data(cfg: DataConfig) -> StationData:
-    data = load_dataset(cfg.dataset, cfg.data_dir)
+    """The named dataset (built-in or the user's), or the inline files ``data.long``/``data.stations``."""
+    if cfg.long:
+        from stgraph.data.readers import read_long_table
+        from stgraph.datasets.user_cards import check_reader_options
+
+        options = check_reader_options(dict(cfg.reader), "data.reader")
+        data = read_long_table(cfg.long, cfg.stations, name=cfg.dataset, **options)
+    else:
+        if cfg.stations or cfg.reader:
+            raise ValueError("data.stations and data.reader apply to inline files: set data.long too")
+        data = load_dataset(cfg.dataset, cfg.data_dir)
     if cfg.start or cfg.end:
         data = data.select_times(cfg.start, cfg.end)
     return data
@@ -243,8 +254,10 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     truth_values = view.values
     view, truth_mask = task.model_view(view)
     split = task.station_split(view, lambda: make_station_split(data, cfg.split))
-    view, pattern = task.sparse_view(view, split, cfg)  # before the scaler and any window
     periods = make_time_split(data, cfg.split, dc.window + task.window_horizon(horizon))
+    if task.scores_roles:  # a val/test station with no target in its scored period cannot be scored
+        split = ensure_coverage(view, split, periods, targets)
+    view, pattern = task.sparse_view(view, split, cfg)  # before the scaler and any window
     training_periods = task.training_periods(periods, cfg.split)
     backend = default_backend()
     train = build_training_inputs(

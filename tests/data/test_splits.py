@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,54 @@ def test_connectivity_report_on_real_stations(uci12):
     assert by.loc["Dongsi", "nearest_train"] == "Nongzhanguan" and by.loc["Dongsi", "distance_km"] < 5
     assert bool(by.loc["Huairou", "isolated"]) and not bool(by.loc["Dongsi", "isolated"])
     assert set(rep["role"]) == {"val", "test"}
+
+
+def _patchy(num_nodes=10):
+    """A network whose last 30 % holds no value at stations S000-S002."""
+    from stgraph.testing import synthetic_stations
+
+    data = synthetic_stations(num_nodes=num_nodes, num_steps=24 * 10, missing_rate=0.0)
+    mask = data.mask.copy()
+    mask[int(0.7 * data.num_steps) :, :3] = False
+    return replace(data, values=np.where(mask, data.values, 0.0), mask=mask)
+
+
+def test_split_roles_need_coverage_in_their_scored_period():
+    from stgraph.data.coverage import ensure_coverage
+    from stgraph.data.time_splits import chronological_time_split
+
+    data = _patchy()
+    periods = chronological_time_split(data.num_steps, val=0.1, test=0.2, gap=0)
+    bad = explicit_split(data, test=["S000", "S005"], val=["S006"])
+    with pytest.raises(ValueError, match=r"test station\(s\) \['S000'\] have no observed target in the test period"):
+        ensure_coverage(data, bad, periods, [0])
+    for fold in range(4):
+        split = kfold_station_splits(data, 4, val=1, seed=1)[fold]
+        fixed = ensure_coverage(data, split, periods, [0])
+        assert not {"S000", "S001", "S002"} & set(fixed.val + fixed.test)
+        assert fixed.val and fixed.test
+        moved = {m["station"] for m in fixed.params.get("coverage_moves", [])}
+        assert moved >= {"S000", "S001", "S002"} & set(split.val + split.test)
+        report = connectivity_report(data, fixed, periods=periods, channels=[0])
+        assert report.scorable.all() and len(report) == data.num_nodes
+        assert report.set_index("station").at["S000", "coverage_test"] == 0.0
+    full = kfold_station_splits(data, 4, val=1, seed=1)[0]
+    whole = replace(data, mask=np.ones_like(data.mask))
+    assert ensure_coverage(whole, full, periods, [0]) is full  # complete networks: unchanged
+
+
+def test_patchy_network_trains_instead_of_dying_after_the_first_epoch(tmp_path):
+    from stgraph.engine.config import config_from_dict
+    from stgraph.engine.run import run_experiment
+
+    data = _patchy()
+    cfg = config_from_dict({
+        "name": "patchy", "data": {"task": "krige", "window": 12, "stride": 12, "target_channels": ["x0"]},
+        "split": {"method": "kfold", "n_folds": 4, "val": 1, "seed": 0, "time_val": 0.1, "time_test": 0.2},
+        "model": {"name": "ignnk", "hparams": {"hidden_channels": 8, "order": 1, "k": 3}},
+        "train": {"epochs": 1, "max_train_windows": 8},
+    })  # fmt: skip
+    for fold in range(4):
+        cfg.split.fold = fold
+        run, metrics = run_experiment(cfg, tmp_path, name=f"f{fold}", data=data, progress=False)
+        assert metrics["test"]["hidden"]["overall"]["count"] > 0

@@ -86,6 +86,7 @@ class Task:
     aligned = True  # outputs at the input steps (krige, impute) rather than after them
     scores_visible = False  # impute scores the visible stations' completed series
     extra_groups: tuple[str, ...] = ()  # scored groups beyond "hidden" and "visible" (see scored_group)
+    scores_roles = True  # val/test stations are scored in their period: each needs coverage there
 
     def __init__(self, anchor: np.ndarray | None = None, pattern: SparsePattern | None = None):
         self.anchor = np.zeros(0, dtype=np.int64) if anchor is None else np.asarray(anchor, dtype=np.int64)

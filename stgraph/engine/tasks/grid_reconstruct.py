@@ -48,6 +48,7 @@ class GridReconstruct(Reconstruct):
 
     name = "reconstruct"
     protocol = "grid"
+    scores_roles = False  # the fine cells are scored in both periods, by construction
 
     @staticmethod
     def prepare_data(data: StationData, dc) -> StationData:

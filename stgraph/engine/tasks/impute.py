@@ -60,6 +60,7 @@ class Impute(Task):
     name = "impute"
     aligned = True
     scores_visible = True
+    scores_roles = False  # every station is visible; the evaluation cells are scored
 
     def model_view(self, view: StationData) -> tuple[StationData, np.ndarray]:
         return in_sample_view(view)
