@@ -1,5 +1,5 @@
 """Command line: ``stgraph train|evaluate``, ``stgraph benchmark SUITE.yaml``, ``stgraph datasets
-list|info NAME``, ``stgraph summary``."""
+list|info|add``, ``stgraph summary``, ``stgraph reanalyse``."""
 
 from __future__ import annotations
 
@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--map", help="write a PNG map of stations and edges here")
     s.add_argument("--json", action="store_true", help="also print the summary as JSON")
     s.set_defaults(func=_summary)
+    from stgraph.reanalysis.cli import add_parser as add_reanalyse
+
+    add_reanalyse(sub)
     return p
 
 

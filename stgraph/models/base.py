@@ -82,6 +82,10 @@ class Prediction:
     returns S samples of both outputs (at least of the one its task scores) and makes ``src`` /
     ``tgt`` their median; evaluation then adds CRPS, the 90 % interval's coverage and the 5/50/95 %
     quantiles (:mod:`stgraph.engine.evaluate`). Point models leave both None."""
+    std_tgt: torch.Tensor | None = None
+    """(B, H, N_tgt, C_out) standardised predictive standard deviation at the targets, from models
+    with a Gaussian posterior (``gp``) when asked (``StationModel.predict_std = True``, as
+    ``stgraph reanalyse`` does), else None."""
 
 
 @dataclass
@@ -164,6 +168,7 @@ class StationModel(nn.Module):
     learns_interpolation: bool = True
     tasks: frozenset[str] = frozenset(TASKS)
     fits: bool = False  # True: the engine calls ``fit(ctx)`` before (or instead of) gradient training
+    predict_std: bool = False  # set True to ask a Gaussian model for Prediction.std_tgt (costs a solve)
 
     def fit(self, ctx: FitContext) -> dict:
         """Closed-form / search fitting on training data (and selection on validation), called by

@@ -250,7 +250,15 @@ class GPKriging(StationModel):
         post_tgt = mu + torch.einsum("ij,bwcj->bwci", k_to, alpha)
         src = torch.where(m, x, post_src)
         dtype = batch.x.dtype
-        return Prediction(src.permute(0, 1, 3, 2).to(dtype), post_tgt.permute(0, 1, 3, 2).to(dtype))
+        pred = Prediction(src.permute(0, 1, 3, 2).to(dtype), post_tgt.permute(0, 1, 3, 2).to(dtype))
+        if self.predict_std:  # the latent field's posterior std: k(0) - k_to K⁻¹ k_ot (observed sources)
+            chol = self._solve(batch)[4]
+            k_ot = k_to.T.expand(*m.shape[:3], -1, -1) * m.double().unsqueeze(-1)  # (B, W, C, N, M)
+            v = torch.linalg.solve_triangular(chol, k_ot, upper=False)
+            prior = self.kernel(torch.zeros((), dtype=torch.float64, device=dev))
+            var = (prior - v.pow(2).sum(-2)).clamp_min(0)  # (B, W, C, M)
+            pred.std_tgt = var.sqrt().permute(0, 1, 3, 2).to(dtype)
+        return pred
 
     def log_marginal_likelihood(self, batch: GraphBatch) -> torch.Tensor:
         """(B, W, C_out) log p(y_obs | hyperparameters) of each step's observed visible values
