@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     from stgraph.reanalysis.cli import add_parser as add_reanalyse
 
     add_reanalyse(sub)
+    from stgraph.viz.cli import add_parser as add_plot
+
+    add_plot(sub)
     return p
 
 
