@@ -1,4 +1,4 @@
-"""``stgraph plot map|series|error-distance|leaderboard|curves``."""
+"""``stgraph plot map|series|error-distance|leaderboard|curves|attention``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ def add_parser(sub) -> None:
     b.add_argument("--metric", default="mae")
     c = kinds.add_parser("curves", help="a run's learning curves")
     c.add_argument("run_dir")
-    for k in (m, s, e, b, c):
+    a = kinds.add_parser("attention", help="AQ-Net's attention and neural-kNN edges for one test window")
+    a.add_argument("run_dir")
+    a.add_argument("--window-start", help="a test window's first time (default: the first test window)")
+    for k in (m, s, e, b, c, a):
         k.add_argument("--out", required=True, help="PNG file to write")
     p.set_defaults(func=run)
 
@@ -40,6 +43,10 @@ def run(args) -> int:
         path = f.error_vs_distance(args.bench_out, args.out, task=args.task)
     elif args.kind == "leaderboard":
         path = f.leaderboard_bars(args.bench_out, args.out, task=args.task, metric=args.metric)
+    elif args.kind == "attention":
+        from stgraph.viz.attention import aqnet_attention
+
+        path = aqnet_attention(args.run_dir, args.out, window_start=args.window_start)
     else:
         path = f.learning_curves(args.run_dir, args.out)
     print(f"wrote {path}")

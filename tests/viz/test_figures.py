@@ -24,6 +24,7 @@ models:
   idw: {}
   gp: {}
   ignnk: {hparams: {hidden_channels: 8, order: 1, k: 3}}
+  aqnet: {hparams: {hidden_channels: 8, num_layers: 1, heads: 2, k: 3, key_channels: 4}}
 """
 
 
@@ -47,7 +48,7 @@ def check_png(path, size):
 
 
 def test_leaderboard_and_error_distance(bench):
-    check_png(leaderboard_bars(bench / "bench", bench / "bars.png", task="krige"), (800, round(100 * (0.35 * 3 + 1.5))))
+    check_png(leaderboard_bars(bench / "bench", bench / "bars.png", task="krige"), (800, round(100 * (0.35 * 4 + 1.5))))
     check_png(error_vs_distance(bench / "bench", bench / "err.png", task="krige"), (800, 500))
     with pytest.raises(ValueError, match="no 'mae' for task 'forecast'"):
         leaderboard_bars(bench / "bench", bench / "x.png", task="forecast")
@@ -69,3 +70,14 @@ def test_curves_series_and_reanalysis_map(bench):
         reanalysis_map(nc, bench / "x.png", time="2031-01-01")
     assert main(["plot", "curves", str(run), "--out", str(bench / "c2.png")]) == 0
     assert main(["plot", "curves", str(bench), "--out", str(bench / "c3.png")]) == 1  # no learning curve there
+
+
+def test_aqnet_attention_and_edges(bench):
+    from stgraph.viz.attention import aqnet_attention
+
+    run = bench / "bench" / "runs" / "krige" / "aqnet" / "fold0-seed0"
+    check_png(aqnet_attention(run, bench / "att.png"), (1140, 400))  # figsize (3.2 x 2 heads + 5, 4)
+    with pytest.raises(ValueError, match="no test window starts then"):
+        aqnet_attention(run, bench / "x.png", window_start="2031-01-01")
+    with pytest.raises(ValueError, match="need an AQ-Net run"):
+        aqnet_attention(bench / "bench" / "runs" / "krige" / "idw" / "fold0-seed0", bench / "x.png")
