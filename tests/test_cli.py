@@ -122,6 +122,13 @@ def test_own_network_from_csv_to_leaderboard_with_cli_commands_only(tmp_path, mo
     assert main(["benchmark", str(suite), "--out", str(tmp_path / "bench"), "--workers", "0", "--no-maps"]) == 0
     board = (tmp_path / "bench" / "leaderboard.md").read_text()
     assert "idw" in board and "knn" in board
+    run = tmp_path / "bench" / "runs" / "krige" / "idw" / "fold0-seed0"
+    nc = tmp_path / "mycity.nc"
+    assert main(["reanalyse", str(run), "--grid", "39.6,40.4,116.0,117.0,0.1", "--out", str(nc), "--quiet"]) == 0
+    assert main(["plot", "map", str(nc), "--time", "2024-01-02 08:00", "--out", str(tmp_path / "map.png")]) == 0
+    assert main(["plot", "error-distance", str(tmp_path / "bench"), "--task", "krige",
+                 "--out", str(tmp_path / "err.png")]) == 0  # fmt: skip
+    assert (tmp_path / "map.png").stat().st_size > 10_000 and (tmp_path / "err.png").stat().st_size > 10_000
 
 
 def test_reader_advice_is_reachable_from_the_command_line(tmp_path, monkeypatch, capsys):
