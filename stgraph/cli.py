@@ -106,11 +106,15 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def _train(args) -> int:
+    from stgraph.engine import distributed
     from stgraph.engine.config import load_config
     from stgraph.engine.run import run_experiment
 
+    distributed.init_from_env()  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     cfg = load_config(args.config, args.set)
     run, metrics = run_experiment(cfg, args.out, name=args.name, progress=not args.quiet)
+    if not distributed.is_main():
+        return 0
     print(f"run folder {run.path}")
     _print_metrics(metrics)
     return 0

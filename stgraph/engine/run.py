@@ -13,6 +13,7 @@ import torch
 
 from stgraph.data.patterns import SparsePattern
 from stgraph.data.station_data import StationData
+from stgraph.engine import distributed
 from stgraph.engine.config import ExperimentConfig, load_config, save_config
 from stgraph.engine.evaluate import predict, score
 from stgraph.engine.experiment import Experiment, prepare_experiment
@@ -93,15 +94,20 @@ def run_experiment(
     if run.is_finished():
         return run, run.read_json("metrics.json")
     exp, model = build_experiment(cfg, data)
-    record_run(exp, run)
+    main = distributed.is_main()  # under torchrun only rank 0 writes; the others train and return {}
+    if main:
+        record_run(exp, run)
+    distributed.barrier()
     training = {}
-    fitted = fit_model(model, exp, run.path)
-    if fitted:
+    fitted = fit_model(model, exp, run.path if main else None)
+    if fitted and main:
         run.write_json("fit.json", fitted)
         training["fit"] = fitted
     if model.trainable:
-        training = {**train_model(model, exp, run, progress=progress), **training}
+        training = {**train_model(model, exp, run, progress=progress and main), **training}
         model.load_state_dict(torch.load(run.best_path, weights_only=False)["model"])
+    if not main:
+        return run, {}
     return run, evaluate_model(model, exp, run, training)
 
 

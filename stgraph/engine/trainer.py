@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from stgraph.engine import distributed
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.learning_curve import write_learning_curve
 from stgraph.engine.runs import RunDir, atomic_torch_save
@@ -145,9 +146,11 @@ def train_model(
     model.set_training_budget(tc.epochs * steps_per_epoch)
     task = exp.task_obj
     initial_path = run.path / "initial.pt"
+    main = distributed.is_main()  # only rank 0 writes (one process: always)
     if "initial_val" not in state:  # the model before any step is a candidate for best.pt too
         state["initial_val"] = validate(model, exp) if state["epoch"] == 0 else float("inf")
-        atomic_torch_save({"model": model.state_dict(), "epoch": 0, "val_mae": state["initial_val"]}, initial_path)
+        if main:
+            atomic_torch_save({"model": model.state_dict(), "epoch": 0, "val_mae": state["initial_val"]}, initial_path)
     while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
@@ -158,17 +161,21 @@ def train_model(
         for idx in bar:
             for group in opt.param_groups:
                 group["lr"] = tc.lr * _lr_factor(tc, state["step"], epoch, state["lr_factor"])
-            view = task.training_view(windows[idx], nodes, exp.targets, tc, gen)
-            loss = training_step(model, exp, view, loss_fn)
+            part = distributed.shard(idx, tc.batch_size)  # several processes: this rank's windows
+            view = task.training_view(windows[part], nodes, exp.targets, tc, gen)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = training_step(model, exp, view, loss_fn) if len(part) else torch.zeros(())
+            if len(part):
+                loss.backward()
+            distributed.average_gradients(model, len(part))  # the global batch's gradient
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()
             state["step"] += 1
-            total, seen = total + loss.item() * len(idx), seen + len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}", win_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            total, seen = total + loss.item() * len(part), seen + len(part)
+            bar.set_postfix(loss=f"{total / max(seen, 1):.4f}", win_s=f"{seen / (time.perf_counter() - t0):.0f}")
         train_time = time.perf_counter() - t0
+        total, seen = distributed.sum_across_ranks(total, seen)  # the global batch's loss and windows
         val_mae = validate(model, exp)
         improved = val_mae < state["best_val"] * (1 - tc.min_delta)
         lr_now = opt.param_groups[0]["lr"]
@@ -179,16 +186,17 @@ def train_model(
         state["seconds"] += time.perf_counter() - t0
         if val_mae < state["best_val"]:
             state.update(best_val=val_mae, best_epoch=epoch + 1)
-            atomic_torch_save({"model": model.state_dict(), "epoch": epoch + 1, "val_mae": val_mae}, run.best_path)
-        atomic_torch_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "rng": torch.get_rng_state(),
-                "state": dict(state),
-            },
-            run.last_path,
-        )
+            if main:
+                atomic_torch_save({"model": model.state_dict(), "epoch": epoch + 1, "val_mae": val_mae}, run.best_path)
+        if main:
+            atomic_torch_save(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                 "state": dict(state)},
+                run.last_path,
+            )  # fmt: skip
+        distributed.barrier()  # every rank sees the checkpoints before going on
+        if not main:
+            continue
         run.append_log(
             {
                 "epoch": epoch + 1,
@@ -203,12 +211,15 @@ def train_model(
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
-    if state["initial_val"] < state["best_val"] and initial_path.exists():  # training never beat it
-        initial_path.replace(run.best_path)
+    if state["initial_val"] < state["best_val"]:  # training never beat it
+        if main:
+            initial_path.replace(run.best_path)
         state.update(best_val=state["initial_val"], best_epoch=0)
-    initial_path.unlink(missing_ok=True)
+    distributed.barrier()
     log = run.read_log()
-    write_learning_curve(log, run.path, title=f"{exp.cfg.model.name} / {exp.cfg.data.task}")
+    if main:
+        initial_path.unlink(missing_ok=True)
+        write_learning_curve(log, run.path, title=f"{exp.cfg.model.name} / {exp.cfg.data.task}")
     converged = state["bad_epochs"] >= tc.patience
     return {
         **state,
