@@ -7,8 +7,9 @@ epoch's generator; each global batch of ``train.batch_size`` windows is split in
 contiguous shards, one per rank; after each backward the gradients are averaged across ranks with
 ``all_reduce`` (what ``DistributedDataParallel`` does; done directly so models with their own
 training objective, ``StationModel.training_loss``, take part unchanged), so every rank applies the
-same update. The logged training loss is the global batch's (window-weighted over ranks). Validation runs on every rank (the same
-numbers, so the same early-stopping and learning-rate decisions, no broadcast needed); only rank 0
+same update. The logged training loss is the global batch's (window-weighted over ranks).
+Validation runs on every rank (the same numbers, so the same early-stopping and learning-rate
+decisions, no broadcast needed); only rank 0
 writes the run folder and checkpoints, and ranks wait for it (``barrier``) before the next epoch.
 Resume: every rank reads ``last.pt``.
 
