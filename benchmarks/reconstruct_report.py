@@ -11,6 +11,7 @@ coverage of the models that sample, each in original units; a cell with no finis
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -41,6 +42,37 @@ def pivot(runs: pd.DataFrame, suite, metric: str, models: list[str]) -> str:
                 cells.append(f"**{v:.2f}**" if best is not None and v == best else f"{v:.2f}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def cost_table(out: Path, runs: pd.DataFrame) -> list[str]:
+    """Per run: training seconds, evaluation (sampling) seconds per window, peak resident memory of
+    its worker (``bench.json``; runs from before these were recorded show —), epochs and convergence."""
+    rows = []
+    for path in sorted(out.glob("runs/*/*/*/bench.json")):
+        rec = json.loads(path.read_text())
+        task, model = path.parts[-4], path.parts[-3]
+        r = runs[(runs.task == task) & (runs.model == model)]
+        fmt = lambda v, f: "—" if v is None or v != v else format(v, f)  # noqa: E731
+        trained = len(r) and r.epochs.notna().any() and int(r.epochs.iloc[0]) > 0
+        epochs = f"{int(r.epochs.iloc[0])} (best {int(r.best_epoch.iloc[0])})" if trained else "—"
+        conv = ("yes" if bool(r.converged.iloc[0]) else "no: epoch cap") if trained else "—"
+        rows.append(f"| {task} | `{model}` | {fmt(rec.get('train_seconds'), '.0f')} | "
+                    f"{fmt(rec.get('eval_seconds_per_window'), '.2f')} | {fmt(rec.get('peak_rss_gb'), '.2f')} | "
+                    f"{epochs} | {conv} |")  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "## Cost of every run (one CPU thread)",
+        "",
+        "Training seconds (fit or gradient training), evaluation seconds per test window (for sampling models: "
+        "their sampling time), peak resident memory of the run's worker process (data included), epochs run "
+        "(best epoch; 0 = the untrained model was kept), whether early stopping fired.",
+        "",
+        "| pattern | model | train s | eval s/window | peak GB | epochs | converged |",
+        "|---|---|---:|---:|---:|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def main() -> None:
@@ -93,6 +125,7 @@ def main() -> None:
     walls = runs.groupby("model")["wall_seconds"].mean()
     parts += ["## Wall time per run (s, fit or train + evaluate)", ""]
     parts += [" | ".join(f"`{m}` {walls[m]:.0f}" for m in models), ""]
+    parts += cost_table(Path(args.out), runs)
     Path(args.result).write_text("\n".join(parts) + "\n", encoding="utf-8")
     print("wrote", args.result)
 
