@@ -56,7 +56,7 @@ def build_training_inputs(
     period = time_split.period("train")
     scaler = MaskedStandardScaler().fit(data, stations, period)
     nodes = stations if window_nodes is None else np.asarray(window_nodes)
-    scaled = scaler.transform(data.values[:, nodes])  # (T, N_window, C): only these columns
+    scaled = scaler.transform_(data.values[:, nodes])  # (T, N_window, C): only these columns, one copy
     starts = window_starts(period, window, horizon, stride)
     windows = WindowDataset(scaled, data.mask[:, nodes], data.times, starts, window, horizon)
     graph = station_data_graph(data, k, stations=stations, weight=weight, backend=backend)

@@ -52,17 +52,34 @@ class WindowDataset:
     """Windows over a fixed set of stations, materialised a batch at a time.
 
     Args:
-        values: (T, N, C) float32 (already scaled, if scaling is wanted).
+        values: (T, N, C) float32 (already scaled, if scaling is wanted). A contiguous float32
+            array is shared, not copied.
         mask: (T, N, C) bool.
         times: (T,) datetime64 for the cyclic encodings.
         starts: (B_total,) window start indices (see :func:`window_starts`).
         window, horizon: input and target lengths. ``horizon=0`` gives empty targets.
+        scaler: standardise each batch as it is cut (``(v - mean) / std`` in float32, the same
+            numbers as standardising ``values`` first) instead of holding a standardised copy of
+            the whole series; None: ``values`` are used as they are.
     """
 
     def __init__(
-        self, values: np.ndarray, mask: np.ndarray, times: np.ndarray, starts: np.ndarray, window: int, horizon: int
+        self,
+        values: np.ndarray,
+        mask: np.ndarray,
+        times: np.ndarray,
+        starts: np.ndarray,
+        window: int,
+        horizon: int,
+        scaler=None,
     ):
         self.values = torch.as_tensor(np.ascontiguousarray(values), dtype=torch.float32)
+        self._standardise = None
+        if scaler is not None:
+            self._standardise = (
+                torch.as_tensor(np.asarray(scaler.mean, dtype=np.float32)),
+                torch.as_tensor(np.asarray(scaler.std, dtype=np.float32)),
+            )
         self.mask = torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.bool)
         self.time_enc = torch.as_tensor(cyclic_time_encoding(times))
         self.starts = torch.as_tensor(starts, dtype=torch.long)
@@ -88,10 +105,24 @@ class WindowDataset:
         return len(self.starts)
 
     def __getitem__(self, idx) -> Windows:
+        return self.select(idx)
+
+    def select(self, idx, columns=None) -> Windows:
+        """The windows ``idx`` over the station columns ``columns`` only (default: every column):
+        (B, W + H, len(columns), C) is cut directly from the series, never the full width first
+        (station mini-batches of a large network). Same values as ``self[idx]`` then the columns."""
         starts = self.starts[idx].reshape(-1)  # (B,)
         span = torch.arange(self.window + self.horizon)
         t = starts[:, None] + span[None, :]  # (B, W + H)
-        v, m, e = self.values[t], self.mask[t], self.time_enc[t]  # (B, W+H, N, C), ..., (B, W+H, 6)
+        if columns is None:
+            v, m = self.values[t], self.mask[t]  # (B, W+H, N, C)
+        else:
+            c = torch.as_tensor(np.asarray(columns), dtype=torch.long)[None, None, :]
+            v, m = self.values[t[:, :, None], c], self.mask[t[:, :, None], c]  # (B, W+H, N_cols, C)
+        if self._standardise is not None:
+            mean, std = self._standardise
+            v = (v - mean) / std
+        e = self.time_enc[t]  # (B, W+H, 6)
         w = self.window
         return Windows(
             x=v[:, :w], x_mask=m[:, :w], y=v[:, w:], y_mask=m[:, w:], x_time=e[:, :w], y_time=e[:, w:], start=starts

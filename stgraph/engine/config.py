@@ -233,7 +233,16 @@ class TrainConfig:
             with no input) or ``sample`` (every sampled station stays visible and a different
             set per sample has its mask cleared: IGNNK's training). Not used by ``impute``.
         subgraph_size: Sample this many training stations per batch (IGNNK's random subgraphs);
-            None = all.
+            None = all. With it, memory per step is bounded by the subgraph, not by the network.
+        subgraph: ``random`` (uniform, IGNNK) or ``local`` (a random centre and its
+            ``subgraph_size`` nearest training stations: spatially compact station mini-batches).
+        eval_target_chunk: Evaluate (and validate) the hidden stations in chunks of this many
+            per model call; None = all at once.
+        eval_neighbours: With ``eval_target_chunk``: each chunk sees only the union of its
+            targets' this many nearest visible stations (memory bounded by the chunk, not the
+            network); None = every visible station. Local models (IDW/kNN/GP with at most this many
+            neighbours) give the same numbers either way; the test holds chunked evaluation to
+            whole-network evaluation.
     """
 
     epochs: int = 30
@@ -258,6 +267,9 @@ class TrainConfig:
     min_delta: float = 1e-3
     node_masking: Literal["batch", "sample"] = "batch"
     subgraph_size: int | None = None
+    subgraph: Literal["random", "local"] = "random"
+    eval_target_chunk: int | None = None
+    eval_neighbours: int | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stgraph.engine.chunked import chunked_forward
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.metrics import daily_means, summarize_metrics
 from stgraph.engine.probabilistic import QUANTILE_LEVELS, crps_from_samples, sample_quantiles
@@ -45,7 +46,7 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     bs = exp.cfg.train.batch_size * 4
     for idx in torch.arange(len(inputs)).split(bs):
         w, wt = inputs[idx], truth[idx]
-        pred = model(exp.batch(w, src, tgt))
+        pred, covered = chunked_forward(model, exp, w, src, tgt)  # targets in chunks: train.eval_target_chunk
         y, m, _ = exp.out_window(wt)
         p, ys, ms = exp.scored(pred, y, m, src, tgt)
         samples = _scored_samples(exp, pred, y, m, src, tgt)
@@ -57,7 +58,7 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         yv, mv, _ = exp.out_window(w)  # visible stations: scored against their own inputs
         out["pred_visible"].append(pred.src * std + mean)
         out["true_visible"].append(yv[:, :, src] * std + mean)
-        out["mask_visible"].append(mv[:, :, src])
+        out["mask_visible"].append(mv[:, :, src] & covered.view(1, 1, -1, 1))
         out["start"].append(w.start)
         for g in extra:
             pg, yg, mg = exp.task_obj.scored_group(g, pred, y, m, src, tgt, w.start)

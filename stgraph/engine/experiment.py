@@ -141,7 +141,9 @@ class Experiment:
     @functools.cached_property
     def task_obj(self) -> Task:
         """The task's decisions (hiding, inputs, scoring, merging): :mod:`stgraph.engine.tasks`."""
-        return get_task(self.task, self.anchor, self.pattern, grid=self.cfg.data.grid_coarsen)
+        task = get_task(self.task, self.anchor, self.pattern, grid=self.cfg.data.grid_coarsen)
+        task.latlon = self.data.latlon
+        return task
 
     @property
     def aligned(self) -> bool:
@@ -177,16 +179,21 @@ class Experiment:
         if max_windows is not None and len(starts) > max_windows:  # evenly spaced, deterministic
             starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
         w, h = self.cfg.data.window, self._horizon
-        truth = self.train.scaler.transform(self.truth_values) if scaled_truth else self.truth_values
+        # standardised a batch at a time (the same numbers as ``self.scaled``): no full copy of the
+        # series is made for evaluation, whatever the network's size
+        scaler = self.train.scaler
         return (
-            WindowDataset(self.scaled, self.data.mask, self.data.times, starts, w, h),
-            WindowDataset(truth, self.truth_mask, self.data.times, starts, w, h),
+            WindowDataset(self.data.values, self.data.mask, self.data.times, starts, w, h, scaler=scaler),
+            WindowDataset(
+                self.truth_values, self.truth_mask, self.data.times, starts, w, h, scaler=scaler if scaled_truth else None
+            ),
         )
 
     @functools.cached_property
     def scaled(self) -> np.ndarray:
-        """(T, N, C_in) every station standardised with the training scaler, computed once; the
-        model only ever receives the visible stations' columns of it."""
+        """(T, N, C_in) every station standardised with the training scaler, computed once on first
+        use (the reanalysis, ``data.aggregate``); the model only ever receives the visible
+        stations' columns of it. Evaluation windows standardise a batch at a time instead."""
         return self.train.scaler.transform(self.data.values)
 
     @property

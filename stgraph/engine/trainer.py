@@ -32,9 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from stgraph.engine import distributed
+from stgraph.engine.chunked import chunked_forward
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.learning_curve import write_learning_curve
 from stgraph.engine.runs import RunDir, atomic_torch_save
+from stgraph.engine.station_batches import StationBatcher
 from stgraph.engine.tasks import LossTerm, TrainingView
 from stgraph.models.base import Prediction, StationModel
 
@@ -90,7 +92,7 @@ def validate(model: StationModel, exp: Experiment) -> float:
     groups = ("hidden", *task.extra_groups)
     err, count = dict.fromkeys(groups, 0.0), dict.fromkeys(groups, 0.0)
     for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
-        pred = model(exp.batch(inputs[idx], src, tgt))
+        pred = chunked_forward(model, exp, inputs[idx], src, tgt)[0]
         y, m, _ = exp.out_window(truth[idx])
         for g in groups:
             if g == "hidden":
@@ -145,6 +147,7 @@ def train_model(
     steps_per_epoch = math.ceil(n_windows / tc.batch_size)
     model.set_training_budget(tc.epochs * steps_per_epoch)
     task = exp.task_obj
+    batcher = StationBatcher(exp)  # train.subgraph_size: windows cut for the batch's stations only
     initial_path = run.path / "initial.pt"
     main = distributed.is_main()  # only rank 0 writes (one process: always)
     if "initial_val" not in state:  # the model before any step is a candidate for best.pt too
@@ -162,7 +165,7 @@ def train_model(
             for group in opt.param_groups:
                 group["lr"] = tc.lr * _lr_factor(tc, state["step"], epoch, state["lr_factor"])
             part = distributed.shard(idx, tc.batch_size)  # several processes: this rank's windows
-            view = task.training_view(windows[part], nodes, exp.targets, tc, gen)
+            view = task.training_view(*batcher.cut(windows, part, nodes, gen), exp.targets, tc, gen)
             opt.zero_grad(set_to_none=True)
             loss = training_step(model, exp, view, loss_fn) if len(part) else torch.zeros(())
             if len(part):

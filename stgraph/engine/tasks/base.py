@@ -56,6 +56,21 @@ def select_columns(w: Windows, cols: np.ndarray) -> Windows:
     return replace(w, x=w.x[:, :, c], x_mask=w.x_mask[:, :, c], y=w.y[:, :, c], y_mask=w.y_mask[:, :, c])
 
 
+def subgraph_columns(n: int, tc, gen: torch.Generator, latlon: np.ndarray | None = None) -> np.ndarray:
+    """Sorted columns of a training batch's station subgraph (``train.subgraph_size`` of ``n``):
+    ``train.subgraph: random`` draws them uniformly (IGNNK's random subgraphs); ``local`` draws a
+    centre and takes its ``subgraph_size`` nearest stations (``latlon``: (n, 2) of the columns), a
+    spatially compact mini-batch whose cost is bounded by its size, not by the network's."""
+    size = max(2, tc.subgraph_size)
+    if getattr(tc, "subgraph", "random") == "local" and latlon is not None:
+        centre = int(torch.randint(n, (1,), generator=gen))
+        lat, lon = np.deg2rad(latlon[:, 0]), np.deg2rad(latlon[:, 1])
+        xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1)
+        closeness = xyz @ xyz[centre]  # cosine of the great-circle angle
+        return np.sort(np.argpartition(-closeness, size - 1)[:size])
+    return np.sort(torch.randperm(n, generator=gen)[:size].numpy())
+
+
 def hide_stations(n: int, fraction: float, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Split n training stations into visible and hidden (at least one of each)."""
     n_hide = min(max(1, round(fraction * n)), n - 1)
@@ -91,6 +106,7 @@ class Task:
     def __init__(self, anchor: np.ndarray | None = None, pattern: SparsePattern | None = None):
         self.anchor = np.zeros(0, dtype=np.int64) if anchor is None else np.asarray(anchor, dtype=np.int64)
         self.pattern = pattern
+        self.latlon: np.ndarray | None = None  # (N, 2) of the dataset's nodes, for local subgraphs
 
     def window_horizon(self, horizon: int) -> int:
         """Steps a window holds after its input part (0 for the aligned tasks)."""

@@ -35,7 +35,15 @@ from stgraph.data.patterns import SparsePattern
 from stgraph.data.splits import StationSplit
 from stgraph.data.station_data import StationData
 from stgraph.data.windows import Windows
-from stgraph.engine.tasks.base import LossTerm, Task, TrainingView, hide_per_sample, hide_stations, select_columns
+from stgraph.engine.tasks.base import (
+    LossTerm,
+    Task,
+    TrainingView,
+    hide_per_sample,
+    hide_stations,
+    select_columns,
+    subgraph_columns,
+)
 from stgraph.models.base import Prediction
 
 
@@ -117,7 +125,7 @@ class Reconstruct(Task):
         self, w: Windows, nodes: np.ndarray, targets: np.ndarray, tc, gen: torch.Generator
     ) -> TrainingView:
         if tc.subgraph_size and tc.subgraph_size < len(nodes):
-            cols = np.sort(torch.randperm(len(nodes), generator=gen)[: max(2, tc.subgraph_size)].numpy())
+            cols = subgraph_columns(len(nodes), tc, gen, None if self.latlon is None else self.latlon[nodes])
             w, nodes = select_columns(w, cols), nodes[cols]
         y, y_mask, _ = self.out_window(w, targets)  # (B, W, N, C_out), before anything is hidden
         n, steps = len(nodes), w.x.size(1)

@@ -17,7 +17,15 @@ import numpy as np
 import torch
 
 from stgraph.data.windows import Windows
-from stgraph.engine.tasks.base import LossTerm, Task, TrainingView, hide_per_sample, hide_stations, select_columns
+from stgraph.engine.tasks.base import (
+    LossTerm,
+    Task,
+    TrainingView,
+    hide_per_sample,
+    hide_stations,
+    select_columns,
+    subgraph_columns,
+)
 
 
 class _StationTask(Task):
@@ -25,7 +33,7 @@ class _StationTask(Task):
         self, w: Windows, nodes: np.ndarray, targets: np.ndarray, tc, gen: torch.Generator
     ) -> TrainingView:
         if tc.subgraph_size and tc.subgraph_size < len(nodes):
-            cols = np.sort(torch.randperm(len(nodes), generator=gen)[: max(2, tc.subgraph_size)].numpy())
+            cols = subgraph_columns(len(nodes), tc, gen, None if self.latlon is None else self.latlon[nodes])
             w, nodes = select_columns(w, cols), nodes[cols]
         y, y_mask, _ = self.out_window(w, targets)
         n = len(nodes)

@@ -1,0 +1,73 @@
+"""Evaluation streamed over the hidden stations in chunks, each with a bounded visible neighbourhood.
+
+``train.eval_target_chunk`` splits the targets of every evaluation (and validation) batch into
+chunks; with ``train.eval_neighbours`` each chunk sees only the union of its targets' K nearest
+visible stations (great-circle, the package's kNN), so one model call holds (B, W, chunk + ≤ chunk·K)
+stations whatever the network's size. Targets' outputs are concatenated in order; the visible
+stations' outputs are the mean over the calls that included them (a station no chunk included has
+no visible output: its ``covered`` flag is False and it is not scored). With every visible station
+in each call (``eval_neighbours`` None), a model whose target outputs do not depend on the other
+targets gives exactly the whole-network numbers, and so does a local model (IDW/kNN with k ≤ K)
+with neighbourhoods. GNNs whose hidden nodes exchange messages (GRIN, IGNNK, DCRNN, ST-GCN) see a
+smaller graph per chunk, so their chunked numbers are their own (not the whole network's); the
+tests hold the others to the whole-network numbers. A sampling model's draws depend on its call's shapes (``diffrecon``), so its
+chunked samples are other valid draws, not the same ones; the visible stations' samples come from
+the first call that held them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stgraph.graph.geo import latlon_to_xyz
+from stgraph.graph.knn import knn
+from stgraph.models.base import Prediction
+
+
+def neighbourhoods(latlon: np.ndarray, src: np.ndarray, chunks: list[np.ndarray], k: int) -> list[np.ndarray]:
+    """Per chunk of target nodes, the sorted positions (into ``src``) of the union of its targets'
+    ``k`` nearest visible stations. latlon: (N, 2) of every node."""
+    xs = torch.as_tensor(np.asarray(latlon_to_xyz(latlon[src])), dtype=torch.float64)
+    out = []
+    for t in chunks:
+        xt = torch.as_tensor(np.asarray(latlon_to_xyz(latlon[t])), dtype=torch.float64)
+        ei = knn(xs, xt, min(k, len(src)))  # row 0: visible station, row 1: target
+        out.append(np.unique(ei[0].numpy()))
+    return out
+
+
+def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray) -> tuple[Prediction, torch.Tensor]:
+    """The model's prediction for windows ``w`` with ``src`` visible and ``tgt`` hidden, in target
+    chunks (``train.eval_target_chunk``); returns (Prediction, (N_src,) bool covered)."""
+    tc = exp.cfg.train
+    chunk, k = tc.eval_target_chunk, tc.eval_neighbours
+    src, tgt = np.asarray(src), np.asarray(tgt)
+    if not chunk or len(tgt) == 0 or (len(tgt) <= chunk and k is None):
+        return model(exp.batch(w, src, tgt)), torch.ones(len(src), dtype=torch.bool)
+    chunks = [tgt[i : i + chunk] for i in range(0, len(tgt), chunk)]
+    hoods = neighbourhoods(exp.data.latlon, src, chunks, k) if k else [np.arange(len(src))] * len(chunks)
+    tgt_parts, samples, stds = [], [], []
+    src_sum, count, src_samples = None, torch.zeros(len(src)), None
+    for t, cols in zip(chunks, hoods, strict=True):
+        pred = model(exp.batch(w, src[cols], t))
+        tgt_parts.append(pred.tgt)
+        samples.append(pred.samples_tgt)
+        stds.append(pred.std_tgt)
+        if src_sum is None:
+            src_sum = pred.src.new_zeros(*pred.src.shape[:2], len(src), pred.src.size(-1))
+        c = torch.as_tensor(cols)
+        if pred.samples_src is not None:  # each visible station's samples from the first call holding it
+            if src_samples is None:
+                src_samples = pred.samples_src.new_zeros(*pred.samples_src.shape[:3], len(src), pred.src.size(-1))
+            new = count[c] == 0
+            src_samples[:, :, :, c[new]] = pred.samples_src[:, :, :, new]
+        src_sum[:, :, c] += pred.src
+        count[c] += 1
+    out = Prediction(src_sum / count.clamp_min(1).view(1, 1, -1, 1), torch.cat(tgt_parts, dim=2))
+    if all(s is not None for s in samples):
+        out.samples_tgt = torch.cat(samples, dim=3)
+        out.samples_src = src_samples
+    if all(s is not None for s in stds):
+        out.std_tgt = torch.cat(stds, dim=2)
+    return out, count > 0
