@@ -10,7 +10,8 @@ in each call (``eval_neighbours`` None), a model whose target outputs do not dep
 targets gives exactly the whole-network numbers, and so does a local model (IDW/kNN with k ≤ K)
 with neighbourhoods. GNNs whose hidden nodes exchange messages (GRIN, IGNNK, DCRNN, ST-GCN) see a
 smaller graph per chunk, so their chunked numbers are their own (not the whole network's); the
-tests hold the others to the whole-network numbers. A sampling model's draws depend on its call's shapes (``diffrecon``), so its
+tests hold the others to the whole-network numbers.
+A sampling model's draws depend on its call's shapes (``diffrecon``), so its
 chunked samples are other valid draws, not the same ones; the visible stations' samples come from
 the first call that held them.
 """

@@ -18,7 +18,8 @@ from tests.models.test_contract import GRID_ONLY, TINY
 
 def _cfg(model, **train):
     return config_from_dict({
-        "data": {"task": "krige", "window": 8, "stride": 8, "eval_stride": 8, "eval_steps": [], "target_channels": ["x0"]},
+        "data": {"task": "krige", "window": 8, "stride": 8, "eval_stride": 8, "eval_steps": [],
+                 "target_channels": ["x0"]},
         "split": {"method": "random", "test": 8, "val": 3, "seed": 0},
         "model": {"name": model, "hparams": TINY[model]},
         "train": {"epochs": 1, "max_train_windows": 8, "max_eval_windows": 6, **train},
