@@ -13,7 +13,9 @@ smaller graph per chunk, so their chunked numbers are their own (not the whole n
 tests hold the others to the whole-network numbers.
 A sampling model's draws depend on its call's shapes (``diffrecon``), so its
 chunked samples are other valid draws, not the same ones; the visible stations' samples come from
-the first call that held them.
+the first call that held them. Tasks that score the visible stations' removed cells too
+(``impute``, ``reconstruct``) refuse ``eval_neighbours``: a visible station outside every chunk's
+neighbourhood would go unscored.
 """
 
 from __future__ import annotations
@@ -23,19 +25,41 @@ import torch
 
 from stgraph.graph.geo import latlon_to_xyz
 from stgraph.graph.knn import knn
+from stgraph.graph.locality import morton_order
 from stgraph.models.base import Prediction
+
+VISIBLE_SCORED = ("impute", "reconstruct")  # tasks that score cells of the visible stations too
 
 
 def neighbourhoods(latlon: np.ndarray, src: np.ndarray, chunks: list[np.ndarray], k: int) -> list[np.ndarray]:
     """Per chunk of target nodes, the sorted positions (into ``src``) of the union of its targets'
-    ``k`` nearest visible stations. latlon: (N, 2) of every node."""
+    ``k`` nearest visible stations. latlon: (N, 2) of every node. One kNN search for all targets."""
+    if not chunks:
+        return []
     xs = torch.as_tensor(np.asarray(latlon_to_xyz(latlon[src])), dtype=torch.float64)
-    out = []
-    for t in chunks:
-        xt = torch.as_tensor(np.asarray(latlon_to_xyz(latlon[t])), dtype=torch.float64)
-        ei = knn(xs, xt, min(k, len(src)))  # row 0: visible station, row 1: target
-        out.append(np.unique(ei[0].numpy()))
-    return out
+    xt = torch.as_tensor(np.asarray(latlon_to_xyz(latlon[np.concatenate(chunks)])), dtype=torch.float64)
+    ei = knn(xs, xt, min(k, len(src))).numpy()  # row 0: visible station, row 1: target (chunk order)
+    which = np.repeat(np.arange(len(chunks)), [len(c) for c in chunks])[ei[1]]  # each pair's chunk
+    pairs = np.unique(which * len(src) + ei[0])  # sorted by chunk, then by visible station
+    bounds = np.searchsorted(pairs, np.arange(len(chunks) + 1) * len(src))
+    return [pairs[bounds[i] : bounds[i + 1]] - i * len(src) for i in range(len(chunks))]
+
+
+def chunk_plan(exp, src: np.ndarray, tgt: np.ndarray, chunk: int, k: int | None):
+    """(target chunks, their neighbourhoods, the permutation back to ``tgt``'s order), computed once
+    per (src, tgt, chunk, k) and kept on ``exp``: every window batch of an evaluation reuses it."""
+    key = (hash(src.tobytes()), hash(tgt.tobytes()), len(src), len(tgt), chunk, k)
+    cached = getattr(exp, "_chunk_plan", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    # chunks of targets consecutive along a Morton curve: spatially compact, so a chunk's targets share
+    # neighbours and its neighbourhood stays near ``chunk`` stations rather than ``chunk * k``
+    order = morton_order(torch.as_tensor(np.asarray(latlon_to_xyz(exp.data.latlon[tgt])))).numpy()
+    chunks = [tgt[order[i : i + chunk]] for i in range(0, len(tgt), chunk)]
+    back = torch.as_tensor(np.argsort(order))  # chunk order -> the order of ``tgt``
+    hoods = neighbourhoods(exp.data.latlon, src, chunks, k) if k else [np.arange(len(src))] * len(chunks)
+    exp._chunk_plan = (key, (chunks, hoods, back))
+    return chunks, hoods, back
 
 
 def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray) -> tuple[Prediction, torch.Tensor]:
@@ -44,10 +68,15 @@ def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray) -> tuple[Pr
     tc = exp.cfg.train
     chunk, k = tc.eval_target_chunk, tc.eval_neighbours
     src, tgt = np.asarray(src), np.asarray(tgt)
+    if k is not None and exp.task in VISIBLE_SCORED:
+        raise ValueError(
+            f"train.eval_neighbours bounds the visible stations each chunk sees, but task '{exp.task}' also scores "
+            "the visible stations' removed cells, which every visible station must be predicted for: leave "
+            "train.eval_neighbours unset (train.eval_target_chunk alone streams the targets)"
+        )
     if not chunk or len(tgt) == 0 or (len(tgt) <= chunk and k is None):
         return model(exp.batch(w, src, tgt)), torch.ones(len(src), dtype=torch.bool)
-    chunks = [tgt[i : i + chunk] for i in range(0, len(tgt), chunk)]
-    hoods = neighbourhoods(exp.data.latlon, src, chunks, k) if k else [np.arange(len(src))] * len(chunks)
+    chunks, hoods, back = chunk_plan(exp, src, tgt, chunk, k)
     tgt_parts, samples, stds = [], [], []
     src_sum, count, src_samples = None, torch.zeros(len(src)), None
     for t, cols in zip(chunks, hoods, strict=True):
@@ -65,10 +94,10 @@ def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray) -> tuple[Pr
             src_samples[:, :, :, c[new]] = pred.samples_src[:, :, :, new]
         src_sum[:, :, c] += pred.src
         count[c] += 1
-    out = Prediction(src_sum / count.clamp_min(1).view(1, 1, -1, 1), torch.cat(tgt_parts, dim=2))
+    out = Prediction(src_sum / count.clamp_min(1).view(1, 1, -1, 1), torch.cat(tgt_parts, dim=2)[:, :, back])
     if all(s is not None for s in samples):
-        out.samples_tgt = torch.cat(samples, dim=3)
+        out.samples_tgt = torch.cat(samples, dim=3)[:, :, :, back]
         out.samples_src = src_samples
     if all(s is not None for s in stds):
-        out.std_tgt = torch.cat(stds, dim=2)
+        out.std_tgt = torch.cat(stds, dim=2)[:, :, back]
     return out, count > 0

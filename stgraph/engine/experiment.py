@@ -181,12 +181,11 @@ class Experiment:
         w, h = self.cfg.data.window, self._horizon
         # standardised a batch at a time (the same numbers as ``self.scaled``): no full copy of the
         # series is made for evaluation, whatever the network's size
-        scaler = self.train.scaler
+        scaler, times = self.train.scaler, self.data.times
+        truth_scaler = scaler if scaled_truth else None
         return (
-            WindowDataset(self.data.values, self.data.mask, self.data.times, starts, w, h, scaler=scaler),
-            WindowDataset(
-                self.truth_values, self.truth_mask, self.data.times, starts, w, h, scaler=scaler if scaled_truth else None
-            ),
+            WindowDataset(self.data.values, self.data.mask, times, starts, w, h, scaler=scaler),
+            WindowDataset(self.truth_values, self.truth_mask, times, starts, w, h, scaler=truth_scaler),
         )
 
     @functools.cached_property

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from stgraph.engine.experiment import Experiment
+from stgraph.engine.station_batches import StationBatcher
 from stgraph.engine.trainer import validate
 from stgraph.models.base import FitContext, StationModel
 
@@ -22,9 +23,10 @@ def fit_context(model: StationModel, exp: Experiment, out_dir: Path | None = Non
     def train_batches():
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + 7)
         windows, nodes = exp.train.windows, exp.train.stations
+        batcher = StationBatcher(exp)  # train.subgraph_size: the batch's stations only
         order = torch.randperm(len(windows), generator=gen)[: tc.max_train_windows or len(windows)]
         for idx in order.split(tc.batch_size):
-            view = exp.task_obj.training_view(windows[idx], nodes, exp.targets, tc, gen)
+            view = exp.task_obj.training_view(*batcher.cut(windows, idx, nodes, gen), exp.targets, tc, gen)
             batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
             yield batch, tuple((t.which, t.y, t.mask, t.weight) for t in view.terms)
 

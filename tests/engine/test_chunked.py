@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stgraph.engine.config import config_from_dict
+from stgraph.engine.config import config_from_dict, config_to_dict
 from stgraph.engine.evaluate import predict
 from stgraph.engine.run import build_experiment
 from stgraph.engine.runs import RunDir
@@ -31,9 +31,7 @@ DATA = synthetic_stations(num_nodes=30, num_steps=24 * 5)
 # hidden nodes exchange messages (grin, ignnk, dcrnn, stgcn: a chunk is a smaller graph), diffrecon
 # (its draws depend on the call's shapes) and amlsg/lgbm (fitted on training batches before predicting)
 INTERACTING = {"grin", "ignnk", "dcrnn", "stgcn", "diffrecon", "amlsg", "lgbm"}
-KRIGE = [
-    m for m in sorted(MODELS) if m not in GRID_ONLY | INTERACTING and "krige" in get_model_class(m)[0].tasks
-]
+KRIGE = [m for m in sorted(MODELS) if m not in GRID_ONLY | INTERACTING and "krige" in get_model_class(m)[0].tasks]
 
 
 @pytest.mark.parametrize("model", KRIGE)
@@ -56,6 +54,17 @@ def test_local_models_give_the_same_numbers_with_bounded_neighbourhoods():
     exp2, _ = build_experiment(_cfg("idw", eval_target_chunk=3, eval_neighbours=4), DATA)
     local = predict(net, exp2, "test")
     np.testing.assert_allclose(local["pred"], whole["pred"], rtol=1e-5, atol=1e-5)
+
+
+def test_bounded_neighbourhoods_are_refused_where_visible_cells_are_scored():
+    """reconstruct scores the visible stations' removed cells: a visible station outside every chunk's
+    neighbourhood would silently go unscored, so eval_neighbours is refused, naming the option."""
+    d = config_to_dict(_cfg("idw", eval_target_chunk=3, eval_neighbours=4))
+    d["data"]["task"] = "reconstruct"
+    d["split"].update(pattern="random", pattern_ratio=0.4)
+    exp, net = build_experiment(config_from_dict(d), DATA)
+    with pytest.raises(ValueError, match="eval_neighbours.*'reconstruct'"):
+        predict(net, exp, "test")
 
 
 def test_local_subgraphs_are_compact_seeded_and_exclude_hidden_roles():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stgraph.engine.config import config_from_dict
+from stgraph.engine.evaluate import predict
 from stgraph.engine.fitting import fit_model
 from stgraph.engine.run import build_experiment, evaluate_run, run_experiment
 from stgraph.graph.geo import EARTH_RADIUS_KM, haversine_km
@@ -322,3 +323,82 @@ def test_posterior_mean_matches_scikit_learn(mean):
                 out.src[0, t, hidden, 0].numpy(), mu + reg.predict(src_xyz[hidden]), rtol=0, atol=1e-6
             )
     assert len(counts) >= 4  # the steps really have different observation sets
+
+
+# --- local GP (neighbours: k) ---------------------------------------------------------------
+
+
+def _local_batch(n_src=14, n_tgt=5, seed=0):
+    """B=2, W=4, one channel, random positions and masks (some steps with few stations observed)."""
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.stack(
+        [39.7 + 0.6 * torch.rand(n_src + n_tgt, generator=g), 116.0 + 0.8 * torch.rand(n_src + n_tgt, generator=g)], -1
+    )
+    x = torch.randn(2, 4, n_src, 1, generator=g)
+    mask = torch.rand(2, 4, n_src, 1, generator=g) > 0.3
+    mask[0, 3] = False  # a step with nothing observed
+    batch = GraphBatch(
+        torch.where(mask, x, 0), mask, torch.zeros(2, 4, 6), torch.zeros(2, 4, 6), pos[:n_src], pos[n_src:]
+    )
+    return batch, DataSizes(1, 1, (0,), window=4, horizon=4, task="krige")
+
+
+@pytest.mark.parametrize("mean", ["observed", "zero"])
+def test_local_gp_over_every_visible_station_is_the_global_gp(mean):
+    batch, sizes = _local_batch()
+    whole = GPKriging(sizes, GPParams(mean=mean, lengthscale_km=25.0))
+    local = GPKriging(sizes, GPParams(mean=mean, lengthscale_km=25.0, neighbours=100))  # k >= N_src: all of them
+    whole.predict_std = local.predict_std = True
+    a, b = whole(batch), local(batch)
+    torch.testing.assert_close(b.tgt, a.tgt, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.src, a.src, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.std_tgt, a.std_tgt, rtol=1e-5, atol=1e-5)
+
+
+def test_local_gp_predicts_each_station_from_its_k_nearest_only():
+    """A target's estimate is the global GP's on its k nearest visible stations; moving a far
+    station's value changes nothing, moving one of the k nearest does."""
+    batch, sizes = _local_batch()
+    k = 4
+    model = GPKriging(sizes, GPParams(lengthscale_km=25.0, neighbours=k))
+    pred = model(batch)
+    d = torch.from_numpy(_chord_np(batch.pos_tgt.double().numpy(), batch.pos_src.double().numpy()))
+    for t in range(batch.pos_tgt.size(0)):
+        near = torch.argsort(d[t])[:k]
+        sub = replace(batch, x=batch.x[:, :, near], x_mask=batch.x_mask[:, :, near], pos_src=batch.pos_src[near],
+                      pos_tgt=batch.pos_tgt[t : t + 1])  # fmt: skip
+        ref = GPKriging(sizes, GPParams(lengthscale_km=25.0))(sub)
+        torch.testing.assert_close(pred.tgt[:, :, t : t + 1], ref.tgt, rtol=1e-5, atol=1e-5)
+    far = torch.argsort(d[0])[-1]
+    moved = batch.x.clone()
+    moved[:, :, far] += 5.0
+    assert torch.equal(model(replace(batch, x=moved)).tgt[:, :, 0], pred.tgt[:, :, 0])  # the farthest: not among the k
+    moved = batch.x.clone()
+    moved[:, :, torch.argsort(d[0])[0]] += 5.0
+    assert not torch.allclose(model(replace(batch, x=moved)).tgt[:, :, 0], pred.tgt[:, :, 0])
+
+
+def test_local_gp_fits_and_its_chunked_evaluation_equals_the_whole_network():
+    data = synthetic_stations(num_nodes=24, num_steps=24 * 6, num_channels=1, seed=2)
+
+    def cfg(**train):
+        return config_from_dict({
+            "data": {"target_channels": ["x0"], "task": "krige", "window": 8, "eval_stride": 8, "eval_steps": []},
+            "split": {"method": "random", "test": 6, "val": 3, "seed": 0},
+            "model": {"name": "gp", "hparams": {"neighbours": 5, "fit_passes": 2, "fit_lr": 0.1}},
+            "train": {"batch_size": 4, "max_train_windows": 8, "max_eval_windows": 6, **train},
+        })  # fmt: skip
+
+    exp, model = build_experiment(cfg(), data)
+    record = fit_model(model, exp)
+    assert record["steps"] > 0 and np.isfinite(record["val_mae"])
+    whole = predict(model, exp, "test")
+    exp_c, _ = build_experiment(cfg(eval_target_chunk=2, eval_neighbours=5), data)
+    chunked = predict(model, exp_c, "test")
+    np.testing.assert_allclose(chunked["pred"], whole["pred"], rtol=1e-6, atol=1e-6)
+
+
+def test_local_gp_refuses_a_bad_neighbour_count():
+    _, sizes = _local_batch()
+    with pytest.raises(ValueError, match="neighbours"):
+        GPKriging(sizes, GPParams(neighbours=0))

@@ -25,6 +25,17 @@ cross-validation fitting of GP hyperparameters (Sundararajan & Keerthi, Neural C
 §5.4.1). Deviation from R&W's ML-II: the objective is the engine's held-out-station error, not the
 marginal likelihood, so the fit optimises what kriging is scored on, and the hyperparameters are
 shared by every step and channel rather than fitted per step.
+
+Local GP (``neighbours: k``, for large networks): each target is predicted from its own k nearest
+visible stations (chord distance), and each visible station's missing cells from its k nearest
+*other* visible stations: one small k × k system per (station, step, channel), all solved by one
+batched Cholesky factorisation (memory O(B·W·C·N·k²) instead of O(B·W·C·N²); the cost grows
+linearly with the number of stations). The prior mean (``mean="observed"``) is then the mean of
+the observed neighbours at that step. A prediction depends on its k nearest visible stations
+only, so evaluation in chunks of targets (``train.eval_target_chunk`` with ``eval_neighbours`` >= k)
+gives the same numbers. Deviation: the neighbourhood is a local approximation of the global GP
+(the nearest-neighbour GP of Datta et al., JASA 111(514), 2016, at prediction time), not the
+exact posterior given every station.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from stgraph.graph.geo import EARTH_RADIUS_KM, latlon_to_xyz
+from stgraph.graph.knn import knn, knn_graph
 from stgraph.models.base import DataSizes, FitContext, GraphBatch, Prediction, StationModel
 
 KERNELS = ("matern32", "rbf")
@@ -65,6 +77,7 @@ class GPParams:
     fit_passes: int = 20
     fit_lr: float = 0.01
     fit_patience: int = 3
+    neighbours: int | None = None  # local GP: each station from its k nearest visible ones; None: all
 
 
 def masked_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
@@ -79,6 +92,40 @@ def chord_km(pos_a: torch.Tensor, pos_b: torch.Tensor) -> torch.Tensor:
     a = latlon_to_xyz(pos_a.double()) * EARTH_RADIUS_KM
     b = latlon_to_xyz(pos_b.double()) * EARTH_RADIUS_KM
     return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1).clamp_min(0).sqrt()
+
+
+def chord_km_batched(pos_a: torch.Tensor, pos_b: torch.Tensor) -> torch.Tensor:
+    """(Q, A, 2), (Q, B, 2) latitude/longitude in degrees -> (Q, A, B) chord distance in km (float64)."""
+    a = latlon_to_xyz(pos_a.double()) * EARTH_RADIUS_KM
+    b = latlon_to_xyz(pos_b.double()) * EARTH_RADIUS_KM
+    return (a.unsqueeze(-2) - b.unsqueeze(-3)).pow(2).sum(-1).clamp_min(0).sqrt()
+
+
+def _sorted_by_distance(nb: torch.Tensor, pos_src: torch.Tensor, pos_q: torch.Tensor) -> torch.Tensor:
+    """(Q, k) neighbour indices reordered nearest first (stable), so a query's system does not
+    depend on the search's internal order."""
+    d = chord_km_batched(pos_q[:, None], pos_src[nb]).squeeze(1)  # (Q, k)
+    return nb.gather(1, torch.argsort(d, dim=1, stable=True))
+
+
+def nearest(pos_src: torch.Tensor, pos_q: torch.Tensor, k: int) -> torch.Tensor:
+    """(Q, min(k, N_src)) indices of each query's nearest sources (great-circle order), nearest
+    first; O((N_src + Q)·k) memory (the package's kNN)."""
+    k = min(k, pos_src.size(0))
+    if k == 0 or pos_q.size(0) == 0:
+        return torch.zeros(pos_q.size(0), 0, dtype=torch.long)
+    xs, xq = latlon_to_xyz(pos_src.double().cpu()), latlon_to_xyz(pos_q.double().cpu())
+    nb = knn(xs, xq, k)[0].view(pos_q.size(0), k)
+    return _sorted_by_distance(nb, pos_src.cpu(), pos_q.cpu()).to(pos_src.device)
+
+
+def nearest_others(pos: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, min(k, N - 1)) indices of each station's nearest other stations, nearest first."""
+    n = pos.size(0)
+    k = min(k, n - 1)
+    ei = knn_graph(latlon_to_xyz(pos.double().cpu()), k)  # grouped by receiver, exactly k each
+    nb = ei[0].view(n, k)
+    return _sorted_by_distance(nb, pos.cpu(), pos.cpu()).to(pos.device)
 
 
 class GPKriging(StationModel):
@@ -110,6 +157,8 @@ class GPKriging(StationModel):
             raise ValueError(f"gp: fit_passes must be an integer >= 0, got {p.fit_passes!r}")
         if not (isinstance(p.fit_patience, int) and p.fit_patience >= 1):
             raise ValueError(f"gp: fit_patience must be an integer >= 1, got {p.fit_patience!r}")
+        if p.neighbours is not None and not (isinstance(p.neighbours, int) and p.neighbours >= 1):
+            raise ValueError(f"gp: neighbours must be an integer >= 1 or null (all visible), got {p.neighbours!r}")
         self.register_buffer("log_lengthscale", torch.empty(()))
         self.register_buffer("log_variance", torch.empty(()))
         self.register_buffer("log_noise", torch.empty(()))
@@ -242,6 +291,8 @@ class GPKriging(StationModel):
 
     def forward(self, batch: GraphBatch) -> Prediction:
         # x: [batch, steps, nodes, channels]
+        if self.params.neighbours is not None:
+            return self._forward_local(batch)
         x, m, mu, _, _, alpha = self._solve(batch)
         dev = x.device
         k_so = self.kernel(chord_km(batch.pos_src, batch.pos_src).to(dev))  # latent covariance, no noise
@@ -259,6 +310,56 @@ class GPKriging(StationModel):
             var = (prior - v.pow(2).sum(-2)).clamp_min(0)  # (B, W, C, M)
             pred.std_tgt = var.sqrt().permute(0, 1, 3, 2).to(dtype)
         return pred
+
+    def _forward_local(self, batch: GraphBatch) -> Prediction:
+        """The local GP (``neighbours: k``): targets from their k nearest visible stations, the
+        visible stations' missing cells from their k nearest other visible stations."""
+        tc = list(self.sizes.target_channels)
+        m = batch.x_mask[..., tc].permute(0, 1, 3, 2)  # (B, W, C, N_src)
+        x = torch.where(m, batch.x[..., tc].permute(0, 1, 3, 2), 0).double()
+        n_src, k = batch.pos_src.size(0), self.params.neighbours
+        dtype = batch.x.dtype
+        near = nearest(batch.pos_src, batch.pos_tgt, k)
+        post_tgt, std_tgt = self._local_posterior(x, m, batch.pos_src, batch.pos_tgt, near)
+        if n_src > 1:
+            post_src, _ = self._local_posterior(x, m, batch.pos_src, batch.pos_src, nearest_others(batch.pos_src, k))
+        else:
+            post_src = torch.zeros_like(x)
+        src = torch.where(m, x, post_src)
+        pred = Prediction(src.permute(0, 1, 3, 2).to(dtype), post_tgt.permute(0, 1, 3, 2).to(dtype))
+        if self.predict_std:
+            pred.std_tgt = std_tgt.permute(0, 1, 3, 2).to(dtype)
+        return pred
+
+    def _local_posterior(
+        self, x: torch.Tensor, m: torch.Tensor, pos_src: torch.Tensor, pos_q: torch.Tensor, nb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Posterior mean (and, with ``predict_std``, the latent std) at each query from its own
+        neighbours. x, m: (B, W, C, N_src) float64 values (0 where unobserved) and mask; nb: (Q, k)
+        indices into the sources. Returns (B, W, C, Q) tensors (std None unless asked)."""
+        b, w, c, _ = x.shape
+        q, k = nb.shape
+        if q == 0 or k == 0:
+            return x.new_zeros(b, w, c, q), (x.new_zeros(b, w, c, q) if self.predict_std else None)
+        xn, on = x[..., nb], m[..., nb].double()  # (B, W, C, Q, k)
+        if self.params.mean == "observed":
+            mu = xn.sum(-1, keepdim=True) / on.sum(-1, keepdim=True).clamp_min(1)
+        else:
+            mu = torch.zeros_like(xn[..., :1])
+        resid = (xn - mu) * on
+        ps = pos_src[nb]  # (Q, k, 2)
+        eye = torch.eye(k, dtype=torch.float64, device=x.device)
+        k_nn = self.kernel(chord_km_batched(ps, ps)) + (self.log_noise.double().exp() + JITTER) * eye  # (Q, k, k)
+        both = on.unsqueeze(-1) * on.unsqueeze(-2)  # (B, W, C, Q, k, k)
+        chol = torch.linalg.cholesky(both * k_nn + (1 - both) * eye)  # unobserved rows/columns -> identity
+        alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)  # (B, W, C, Q, k)
+        k_qn = self.kernel(chord_km_batched(pos_q[:, None], ps)).squeeze(1)  # (Q, k)
+        post = mu.squeeze(-1) + (k_qn * alpha).sum(-1)
+        if not self.predict_std:
+            return post, None
+        v = torch.linalg.solve_triangular(chol, (k_qn * on).unsqueeze(-1), upper=False).squeeze(-1)
+        prior = self.kernel(torch.zeros((), dtype=torch.float64, device=x.device))
+        return post, (prior - v.pow(2).sum(-1)).clamp_min(0).sqrt()
 
     def log_marginal_likelihood(self, batch: GraphBatch) -> torch.Tensor:
         """(B, W, C_out) log p(y_obs | hyperparameters) of each step's observed visible values
