@@ -259,12 +259,13 @@ def connectivity_report(
         b = np.tile(latlon[train_idx], (len(idx), 1))
         d = geodesic_km(a[:, 0], a[:, 1], b[:, 0], b[:, 1]).reshape(len(idx), len(train_idx))
         j = d.argmin(1)
-        for i, node in enumerate(idx):
+        ids, near = data.ids(idx), data.ids(train_idx[j])
+        for i in range(len(idx)):
             rows.append(
                 {
-                    "station": data.station_ids[node],
+                    "station": ids[i],
                     "role": role,
-                    "nearest_train": data.station_ids[train_idx[j[i]]],
+                    "nearest_train": near[i],
                     "distance_km": float(d[i, j[i]]),
                     "isolated": bool(d[i, j[i]] > isolation_km),
                 }
@@ -275,7 +276,7 @@ def connectivity_report(
     from stgraph.data.coverage import role_coverage
 
     cov = role_coverage(data, periods, range(data.num_channels) if channels is None else channels)
-    train = pd.DataFrame({"station": [data.station_ids[i] for i in train_idx], "role": "train"})
+    train = pd.DataFrame({"station": data.ids(train_idx), "role": "train"})
     report = pd.concat([train, report], ignore_index=True)
     for name in ("train", "val", "test"):
         report[f"coverage_{name}"] = cov.loc[report.station, name].to_numpy()

@@ -90,6 +90,11 @@ class StationData:
     def station_ids(self) -> list[str]:
         return self.stations["station"].astype(str).tolist()
 
+    def ids(self, nodes) -> np.ndarray:
+        """(len(nodes),) str station ids of the node indices ``nodes``, in one vectorised lookup
+        (``station_ids[i]`` in a loop rebuilds the whole list per station)."""
+        return np.asarray(self.stations["station"].astype(str).to_numpy()[np.asarray(nodes, dtype=np.int64)], dtype=str)
+
     @property
     def latlon(self) -> np.ndarray:
         """(N, 2) float64 latitude, longitude in degrees."""

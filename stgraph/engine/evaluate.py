@@ -75,10 +75,10 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         for key, parts in prob.items():
             arrays[key] = torch.cat(parts, dim=1 if key.startswith("quantiles") else 0).numpy()
         arrays["quantile_levels"] = np.array(QUANTILE_LEVELS)
-    arrays["stations"] = np.array([exp.data.station_ids[i] for i in (src if exp.task_obj.scores_visible else tgt)])
-    arrays["stations_visible"] = np.array([exp.data.station_ids[i] for i in src])
+    arrays["stations"] = exp.data.ids(src if exp.task_obj.scores_visible else tgt)
+    arrays["stations_visible"] = exp.data.ids(src)
     for g in extra:
-        arrays[f"stations_{g}"] = np.array([exp.data.station_ids[i] for i in exp.task_obj.group_nodes(g, src, tgt)])
+        arrays[f"stations_{g}"] = exp.data.ids(exp.task_obj.group_nodes(g, src, tgt))
     return arrays
 
 

@@ -54,7 +54,7 @@ def record_run(exp: Experiment, run: RunDir) -> None:
     }
     if exp.pattern is not None:
         exp.pattern.save(run.path / PATTERN_FILE)
-        ids = [exp.data.station_ids[i] for i in exp.pattern.nodes]
+        ids = exp.data.ids(exp.pattern.nodes).tolist()
         split["pattern"] = {**exp.pattern.to_dict(), "stations": ids, "file": PATTERN_FILE}
     run.write_json("split.json", split)
     run.write_json("env.json", environment_record(seed=exp.cfg.train.seed, knn_backend=exp.knn_backend))

@@ -155,7 +155,7 @@ def write_reanalysis(
             model=rr.exp.cfg.model.name,
             run_dir=str(rr.run.path.resolve()),
             git_commit=str(env.get("git_commit") or "unknown"),
-            source_stations=",".join(rr.exp.data.station_ids[i] for i in rr.visible),
+            source_stations=",".join(rr.exp.data.ids(rr.visible)),
             visible_stations_role=rr.role,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             history="stgraph reanalyse",
