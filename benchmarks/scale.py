@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -187,6 +188,12 @@ def loglog_slope(x, y) -> float | None:
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]) if ok.sum() >= 2 else None
 
 
+def short_status(status: str) -> str:
+    """A refused allocation as its size (the child's address space is capped at the limit + 6 GB)."""
+    m = re.search(r"you tried to allocate (\d+) bytes", status)
+    return f"out of memory: one {int(m.group(1)) / 1e9:.1f} GB allocation refused" if m else status
+
+
 def write_table(rows: list[dict], path: Path, args) -> None:
     lines = [
         "# Scale: time and peak memory against the number of stations",
@@ -216,7 +223,7 @@ def write_table(rows: list[dict], path: Path, args) -> None:
         per_step = f"{r['train_s'] / r['steps']:.2f}" if r.get("steps") else "—"
         lines.append(
             f"| {r['n']:,} | `{r['model']}` | {r['mode']} | {f('generate_s')} | {f('prepare_s')} | {train} | "
-            f"{per_step} | {f('eval_s')} | {r['peak_gb']:.2f} | {r['status']} |"
+            f"{per_step} | {f('eval_s')} | {r['peak_gb']:.2f} | {short_status(r['status'])} |"
         )
     lines += ["", "Growth with N (slope of a log-log fit over the sizes that finished; 1 = linear):", "",
               "| model | mode | prepare | train | eval | peak memory |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip

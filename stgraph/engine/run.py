@@ -90,11 +90,15 @@ def run_experiment(
     progress: bool = True,
 ) -> tuple[RunDir, dict]:
     """Train (resuming if ``out/name`` holds a crashed run) and evaluate on test-role stations."""
-    run = RunDir.create(out, name or cfg.name)
+    main = distributed.is_main()  # under torchrun only rank 0 writes; the others train and return {}
+    # rank 0 makes (or checks) the folder before any other rank looks at it: a rank that checked it
+    # while rank 0 was writing its first file would take it for a foreign folder
+    run = RunDir.create(out, name or cfg.name) if main else None
+    distributed.barrier()
+    run = run or RunDir(Path(out) / (name or cfg.name))
     if run.is_finished():
         return run, run.read_json("metrics.json")
     exp, model = build_experiment(cfg, data)
-    main = distributed.is_main()  # under torchrun only rank 0 writes; the others train and return {}
     if main:
         record_run(exp, run)
     distributed.barrier()
