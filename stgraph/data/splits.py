@@ -259,18 +259,20 @@ def connectivity_report(
         b = np.tile(latlon[train_idx], (len(idx), 1))
         d = geodesic_km(a[:, 0], a[:, 1], b[:, 0], b[:, 1]).reshape(len(idx), len(train_idx))
         j = d.argmin(1)
-        ids, near = data.ids(idx), data.ids(train_idx[j])
-        for i in range(len(idx)):
-            rows.append(
+        dist = d[np.arange(len(idx)), j]
+        rows.append(
+            pd.DataFrame(
                 {
-                    "station": ids[i],
+                    "station": data.ids(idx),
                     "role": role,
-                    "nearest_train": near[i],
-                    "distance_km": float(d[i, j[i]]),
-                    "isolated": bool(d[i, j[i]] > isolation_km),
+                    "nearest_train": data.ids(train_idx[j]),
+                    "distance_km": dist.astype(float),
+                    "isolated": dist > isolation_km,
                 }
             )
-    report = pd.DataFrame(rows, columns=["station", "role", "nearest_train", "distance_km", "isolated"])
+        )
+    columns = ["station", "role", "nearest_train", "distance_km", "isolated"]
+    report = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     if periods is None:
         return report
     from stgraph.data.coverage import role_coverage

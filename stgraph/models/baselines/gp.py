@@ -88,14 +88,8 @@ def masked_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, kind
 
 
 def chord_km(pos_a: torch.Tensor, pos_b: torch.Tensor) -> torch.Tensor:
-    """(N_a, 2), (N_b, 2) latitude/longitude in degrees -> (N_a, N_b) 3-D chord distance in km (float64)."""
-    a = latlon_to_xyz(pos_a.double()) * EARTH_RADIUS_KM
-    b = latlon_to_xyz(pos_b.double()) * EARTH_RADIUS_KM
-    return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1).clamp_min(0).sqrt()
-
-
-def chord_km_batched(pos_a: torch.Tensor, pos_b: torch.Tensor) -> torch.Tensor:
-    """(Q, A, 2), (Q, B, 2) latitude/longitude in degrees -> (Q, A, B) chord distance in km (float64)."""
+    """(..., N_a, 2), (..., N_b, 2) latitude/longitude in degrees -> (..., N_a, N_b) 3-D chord
+    distance in km (float64); leading dimensions broadcast (the local GP's per-query systems)."""
     a = latlon_to_xyz(pos_a.double()) * EARTH_RADIUS_KM
     b = latlon_to_xyz(pos_b.double()) * EARTH_RADIUS_KM
     return (a.unsqueeze(-2) - b.unsqueeze(-3)).pow(2).sum(-1).clamp_min(0).sqrt()
@@ -104,7 +98,7 @@ def chord_km_batched(pos_a: torch.Tensor, pos_b: torch.Tensor) -> torch.Tensor:
 def _sorted_by_distance(nb: torch.Tensor, pos_src: torch.Tensor, pos_q: torch.Tensor) -> torch.Tensor:
     """(Q, k) neighbour indices reordered nearest first (stable), so a query's system does not
     depend on the search's internal order."""
-    d = chord_km_batched(pos_q[:, None], pos_src[nb]).squeeze(1)  # (Q, k)
+    d = chord_km(pos_q[:, None], pos_src[nb]).squeeze(1)  # (Q, k)
     return nb.gather(1, torch.argsort(d, dim=1, stable=True))
 
 
@@ -349,11 +343,11 @@ class GPKriging(StationModel):
         resid = (xn - mu) * on
         ps = pos_src[nb]  # (Q, k, 2)
         eye = torch.eye(k, dtype=torch.float64, device=x.device)
-        k_nn = self.kernel(chord_km_batched(ps, ps)) + (self.log_noise.double().exp() + JITTER) * eye  # (Q, k, k)
+        k_nn = self.kernel(chord_km(ps, ps)) + (self.log_noise.double().exp() + JITTER) * eye  # (Q, k, k)
         both = on.unsqueeze(-1) * on.unsqueeze(-2)  # (B, W, C, Q, k, k)
         chol = torch.linalg.cholesky(both * k_nn + (1 - both) * eye)  # unobserved rows/columns -> identity
         alpha = torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)  # (B, W, C, Q, k)
-        k_qn = self.kernel(chord_km_batched(pos_q[:, None], ps)).squeeze(1)  # (Q, k)
+        k_qn = self.kernel(chord_km(pos_q[:, None], ps)).squeeze(1)  # (Q, k)
         post = mu.squeeze(-1) + (k_qn * alpha).sum(-1)
         if not self.predict_std:
             return post, None
