@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from stgraph.engine.config import load_config  # noqa: E402
 from stgraph.engine.evaluate import predict, score  # noqa: E402
 from stgraph.engine.run import build_experiment  # noqa: E402
-from stgraph.engine.runs import RunDir  # noqa: E402
+from stgraph.engine.runs import RunDir, load_checkpoint  # noqa: E402
 
 
 def evaluate(model, exp) -> tuple[dict, float, int]:
@@ -47,7 +47,7 @@ def main() -> None:
     run = RunDir(args.run)
     cfg = load_config(run.config_path)
     exp, model = build_experiment(cfg)
-    model.load_state_dict(torch.load(run.best_path, weights_only=False)["model"])
+    model.load_state_dict(load_checkpoint(run.best_path)["model"])
     base = model.params
     settings = [("ddim", n, base.num_samples, base.eta) for n in (5, 10, 20, 50)]
     settings += [("ddpm", base.diffusion_steps, base.num_samples, base.eta)]

@@ -24,12 +24,12 @@ def _reader_options(args) -> dict:
         "variables": _csv(args.variables), "units": units, "freq": args.freq, "irregular": args.irregular,
         "negative": args.negative, "nonnegative": _csv(args.nonnegative),
         "duplicate_coordinates": args.duplicate_coordinates, "station_column": args.station_column,
-        "time_column": args.time_column,
+        "time_column": args.time_column, "encoding": args.encoding,
     }  # fmt: skip
 
 
 def _datasets(args) -> int:
-    from stgraph.datasets.user_cards import add_user_dataset, user_cards, user_cards_dir
+    from stgraph.datasets.user_cards import add_user_dataset, user_cards_dir
 
     if args.action == "add":
         if not args.name or not args.long:
@@ -40,16 +40,23 @@ def _datasets(args) -> int:
                                       **opts)  # fmt: skip
         print(f"added dataset '{card.name}': {data.num_nodes} stations, {data.num_steps} steps, channels "
               f"{list(data.channels)}; card {card.path}")  # fmt: skip
-        for what, count in (data.meta.get("report") or {}).get("counts", {}).items():
+        report = data.meta.get("report") or {}
+        for what, count in report.get("counts", {}).items():
             print(f"  reader: {what}: {count}")
+        for note in report.get("notes", []):
+            print(f"  reader: {note}")
         return 0
-    users = user_cards()
+    from stgraph.datasets.user_cards import read_user_cards
+
+    users, broken = read_user_cards()
     if args.action == "list":
         for name in list_datasets():
             if name in users:
                 print(f"{name:16s} {users[name].title}  [yours: {users[name].path}]")
             else:
                 print(f"{name:16s} {get_card(name).title}")
+        for path, error in broken.items():
+            print(f"broken card {path}: {error}", file=sys.stderr)
         return 0
     if not args.name:
         print("stgraph datasets info NAME: give a dataset name; choices: " + ", ".join(list_datasets()))
@@ -127,8 +134,13 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _csv(text: str | None, kind=str):
-    return None if text is None else [kind(x) for x in text.split(",") if x.strip()]
+def _csv(text: str | None, kind=str, what: str = "value"):
+    if text is None:
+        return None
+    try:
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected comma-separated {kind.__name__} values, e.g. 0,1") from None
 
 
 def _benchmark(args) -> int:
@@ -137,9 +149,13 @@ def _benchmark(args) -> int:
     from stgraph.bench import load_suite, run_suite, write_leaderboard
     from stgraph.bench.maps import write_error_maps
 
-    suite = load_suite(args.suite).select(
-        models=_csv(args.models), tasks=_csv(args.tasks), folds=_csv(args.folds, int), seeds=_csv(args.seeds, int)
-    )
+    full = load_suite(args.suite)
+    suite = full.select(
+        models=_csv(args.models, what="--models"), tasks=_csv(args.tasks, what="--tasks"),
+        folds=_csv(args.folds, int, "--folds"), seeds=_csv(args.seeds, int, "--seeds"),
+    )  # fmt: skip
+    if not suite.runs:
+        raise ValueError(f"{args.suite}: the selection holds no run (a model runs only on the tasks it supports)")
     workers = args.workers if args.workers is not None else (suite.workers or 1)
     total = len(suite.runs)
     done = [0]
@@ -162,10 +178,10 @@ def _benchmark(args) -> int:
     )
     t0 = time.perf_counter()
     run_suite(suite, args.out, workers=workers, threads=args.threads, on_done=report)
-    md, _ = write_leaderboard(suite, args.out)
+    md, _ = write_leaderboard(full, args.out)  # every finished run of the suite, not only this selection's
     print(f"\n{md}")
     if not args.no_maps:
-        for path in write_error_maps(suite, args.out):
+        for path in write_error_maps(full, args.out):
             print(f"map of per-station hidden errors: {path}")
     print(f"leaderboard: {args.out}/leaderboard.md  ({time.perf_counter() - t0:.0f} s)")
     return 0
@@ -178,14 +194,17 @@ def _add_reader_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freq", help="time step such as 1h (default: the most common step)")
     p.add_argument("--irregular", choices=["raise", "resample"], help="time stamps off the grid (default raise)")
     p.add_argument("--negative", choices=["mask", "raise"], help="negative values of non-negative channels")
-    p.add_argument("--nonnegative", help="comma-separated channels that cannot be negative (default: all)")
+    p.add_argument("--nonnegative", help="comma-separated channels that cannot be negative (default: concentrations "
+                   "and other quantities named like them: PM2.5, NO2, O3, AQI, rain, ...)")  # fmt: skip
     p.add_argument("--duplicate-coordinates", choices=["raise", "keep"], help="stations at identical coordinates")
     p.add_argument("--station-column", help="station id column of the long table (default station)")
     p.add_argument("--time-column", help="time column of the long table (default time)")
+    p.add_argument("--encoding", help="text encoding of CSV files (default utf-8), e.g. latin-1, gbk")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stgraph", description=__doc__)
+    p = argparse.ArgumentParser(prog="stgraph", description=__doc__,
+                                epilog="--debug (anywhere): print the traceback of an error")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train and evaluate one experiment config (resumes a crashed run)")
     t.add_argument("config", help="YAML experiment config (see configs/)")
@@ -238,12 +257,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+VALUE_OPTIONS = ("--grid", "--start", "--end", "--set")  # values that may start with '-' (a southern latitude)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--grid -89,...`` -> ``--grid=-89,...``: argparse would take ``-89,...`` for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if argv[i] in VALUE_OPTIONS and value.startswith("-") and value[1:2].isdigit():
+            out.append(f"{argv[i]}={value}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. A user error prints ``stgraph: error: ...`` and returns 1 (``--debug``: the
+    traceback too); Ctrl-C prints how to resume and returns 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = _join_negative_values([a for a in argv if a != "--debug"])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, FileNotFoundError, ValueError) as e:  # DataValidationError, ChecksumError included
-        print(f"stgraph: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nstgraph: interrupted — rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  every error a user can cause ends here, named, without a traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        kind = "" if isinstance(e, (KeyError, OSError, ValueError, RuntimeError)) else f"{type(e).__name__}: "
+        hint = "" if debug else " (rerun with --debug for the traceback)"
+        print(f"stgraph: error: {kind}{text}" + (hint if kind else ""), file=sys.stderr)
         return 1
 
 

@@ -75,8 +75,9 @@ def test_train_and_evaluate_on_a_real_slice(tmp_path, capsys):
     first = json.loads((run / "metrics.json").read_text())["test"]["hidden"]["overall"]
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 0
-    again = json.loads((run / "metrics.json").read_text())["test"]["hidden"]["overall"]
+    again = json.loads((run / "evaluation.json").read_text())["test"]["hidden"]["overall"]
     assert again == first and "hidden" in capsys.readouterr().out
+    assert json.loads((run / "metrics.json").read_text())["test"]["hidden"]["overall"] == first  # untouched
     assert main(["train", str(cfg), "--set", "train.lrr=1"]) == 1
     assert "train.lrr" in capsys.readouterr().err
 

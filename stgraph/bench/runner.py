@@ -25,7 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stgraph.bench.suite import RunSpec, Suite
-from stgraph.engine.config import DataConfig, config_to_dict, load_config
+from stgraph.engine.config import DataConfig
+from stgraph.engine.run import check_identity
+from stgraph.engine.run_identity import RunIdentityError, expected_data_checksums
+from stgraph.engine.run_lock import RunLockedError, run_lock
 from stgraph.engine.runs import RunDir
 
 BENCH_FILE = "bench.json"
@@ -37,33 +40,18 @@ def run_root(out: str | Path, spec: RunSpec) -> tuple[Path, str]:
     return Path(out) / "runs" / parent, name
 
 
-class SuiteChangedError(ValueError):
-    """A run folder holds a run of a different configuration than the suite asks for."""
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+SuiteChangedError = RunIdentityError  # a run folder holds a run of another config (or data) than the suite's
 
 
 def check_same_config(folder: Path, spec: RunSpec) -> None:
-    """Refuse to resume (or skip) a run whose saved config differs from the suite's: results of
-    two configurations must never be mixed in one leaderboard cell."""
-    saved_path = RunDir(folder).config_path
-    if not saved_path.exists():
+    """Refuse to resume (or skip) a run whose folder answers for another config, or, once finished,
+    for other data (a re-added dataset): results of two configurations or datasets must never be
+    mixed in one leaderboard cell (:mod:`stgraph.engine.run_identity`)."""
+    run = RunDir(folder)
+    if not run.config_path.exists():
         return
-    saved, want = _flat(config_to_dict(load_config(saved_path))), _flat(config_to_dict(spec.config))
-    diff = sorted(k for k in saved.keys() | want.keys() if k != "name" and saved.get(k) != want.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {want.get(k)!r}" for k in diff[:5])
-        raise SuiteChangedError(
-            f"{folder} was run with another configuration ({shown}); use a new --out folder or delete that run"
-        )
+    finished = run.is_finished()
+    check_identity(run, spec.config, expected_data_checksums(spec.config) if finished else None)
 
 
 def is_finished(out: str | Path, spec: RunSpec) -> bool:
@@ -83,27 +71,6 @@ def _dataset(source: str):
 def _source(dc: DataConfig) -> str:
     keys = ("dataset", "data_dir", "start", "end", "long", "stations", "reader")
     return json.dumps({k: getattr(dc, k) for k in keys}, sort_keys=True)
-
-
-class RunLockedError(RuntimeError):
-    """Another process is running this run right now."""
-
-
-@contextlib.contextmanager
-def run_lock(parent: Path, name: str):
-    """An exclusive lock on ``parent/.name.lock`` while this process runs the run (the OS
-    releases it if the process dies)."""
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = parent / name
-    with open(parent / f".{name}.lock", "w") as f:
-        if sys.platform != "win32":
-            import fcntl
-
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunLockedError(f"{folder} is being run by another process") from None
-        yield
 
 
 def _die_with_parent() -> None:
@@ -129,7 +96,7 @@ def execute(spec: RunSpec, out: str, threads: int | None = None) -> dict:
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(run_lock(parent, name))
+            stack.enter_context(run_lock(parent / name))
         except RunLockedError:  # another invocation on the same OUT is running it: leave it to that one
             return {"run": spec.name, "skipped": "running in another process"}
         if is_finished(out, spec):  # finished by another invocation since this one made its list

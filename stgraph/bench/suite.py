@@ -23,15 +23,19 @@ loaded, so a typo fails before hours of training.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from stgraph.engine.config import ConfigError, ExperimentConfig, _parse_yaml, config_from_dict
 from stgraph.models.registry import get_model_class
 
 SUITE_KEYS = {"name", "description", "base", "tasks", "models", "folds", "seeds", "reference", "workers"}
 MODEL_KEYS = {"model", "hparams", "train", "data", "tasks", "seeds"}
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")  # a task or model label is one folder name below OUT/runs
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -77,6 +81,11 @@ class Suite:
             unknown = sorted(set(want or []) - set(have))
             if unknown:
                 raise ValueError(f"{self.source}: unknown {label}(s) {unknown}; the suite has {have}")
+        for label, want, have in (("fold", folds, {r.fold for r in self.runs}),
+                                  ("seed", seeds, {r.seed for r in self.runs})):  # fmt: skip
+            unknown = sorted(set(want or []) - have)
+            if unknown:
+                raise ValueError(f"{self.source}: --{label}s {unknown}: the suite has {label}s {sorted(have)}")
         keep = [
             r
             for r in self.runs
@@ -118,6 +127,13 @@ def suite_from_dict(d: dict[str, Any], *, source: str = "<dict>") -> Suite:
             source,
             f"'{key}': list of int",
         )
+    for kind, labels in (("tasks", tasks), ("models", models)):
+        for label in labels:
+            _require(
+                isinstance(label, str) and bool(LABEL.match(label)) and ".." not in label, source,
+                f"{kind}: label {label!r} must be a single folder name (letters, digits, '.', '_', '-', '+', '='; "
+                "no '/', no '..')",
+            )
     runs = []
     for label, spec in models.items():
         spec = spec or {}
@@ -175,4 +191,10 @@ def load_suite(path: str | Path) -> Suite:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"suite file {path} does not exist") from None
-    return suite_from_dict(_parse_yaml(text), source=str(path))  # the config dialect: 1e-3 is a float
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    try:
+        raw = _parse_yaml(text)  # the config dialect: 1e-3 is a float
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return suite_from_dict(raw, source=str(path))  # the config dialect: 1e-3 is a float

@@ -13,6 +13,7 @@ missing values, which is normal. Negative values in non-negative channels are ma
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +23,73 @@ from stgraph.data.errors import DataValidationError, ValidationReport
 from stgraph.data.station_data import StationData
 
 LAT_NAMES = ("latitude", "lat")
+# channels that cannot be negative by default: concentrations, counts, precipitation (matched on the name)
+NONNEGATIVE_NAMES = re.compile(
+    r"^(pm[_.]?(1|2[._]?5|10)|no[x2]?|so2|o3|co2?|nh3|bc|aqi|voc|benzene|pm\w*|rain\w*|precip\w*|humidity|rh)$",
+    re.I,
+)
 LON_NAMES = ("longitude", "lon", "lng")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file; the suffix decides."""
+def read_table(path: str | Path, *, text_columns: tuple[str, ...] = (), encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV or Parquet file; the suffix decides.
+
+    Args:
+        path: The file.
+        text_columns: Columns read as text whatever they look like (ids: ``007`` stays ``007``).
+        encoding: Text encoding of a CSV (``--encoding latin-1`` for a file that is not UTF-8).
+
+    Raises:
+        DataValidationError: an empty file, a file with a header but no rows, a CSV that is not in
+            ``encoding``, a file pandas cannot parse; each names the file.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataValidationError("is a folder", file=str(path), expected="a .csv or .parquet file")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".txt", ".gz"):
-        return pd.read_csv(path, low_memory=False)
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    raise DataValidationError(f"unsupported file type '{suffix}'", file=str(path), expected="a .csv or .parquet file")
+        try:
+            df = pd.read_csv(path, low_memory=False, dtype={c: str for c in text_columns}, encoding=encoding)
+        except pd.errors.EmptyDataError:
+            raise DataValidationError("the file is empty", file=str(path),
+                                      expected="a header line and data rows") from None  # fmt: skip
+        except UnicodeDecodeError as e:
+            raise DataValidationError(
+                f"not valid {encoding} text ({e.reason} at byte {e.start})", file=str(path),
+                expected="a UTF-8 file, or the file's encoding given with --encoding (config: data.reader: "
+                "{encoding: latin-1})",
+            ) from None  # fmt: skip
+        except LookupError:
+            raise DataValidationError(f"unknown text encoding {encoding!r}", file=str(path),
+                                      expected="an encoding such as utf-8, latin-1, cp1252, gbk") from None  # fmt: skip
+        except (pd.errors.ParserError, ValueError) as e:
+            raise DataValidationError(f"cannot parse the CSV: {str(e).strip()}", file=str(path),
+                                      expected="comma-separated values with one header line") from None  # fmt: skip
+    elif suffix in (".parquet", ".pq"):
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow's errors have no common base
+            raise DataValidationError(f"cannot read the Parquet file: {e}", file=str(path),
+                                      expected="a Parquet file") from None  # fmt: skip
+        for c in text_columns:
+            if c in df.columns and not pd.api.types.is_string_dtype(df[c]):
+                df[c] = df[c].astype("string").astype(object)
+    else:
+        raise DataValidationError(
+            f"unsupported file type '{suffix}'", file=str(path), expected="a .csv or .parquet file"
+        )
+    if len(df) == 0:
+        raise DataValidationError("the file has a header but no data rows", file=str(path),
+                                  expected=f"rows under the header {list(df.columns)}")  # fmt: skip
+    return df
+
+
+def default_nonnegative(variables: list[str]) -> list[str]:
+    """The variables that cannot be negative by their name (pollutant concentrations, AQI,
+    precipitation, humidity); temperatures, pressures, dew points and the rest may be."""
+    return [v for v in variables if NONNEGATIVE_NAMES.match(str(v).strip().replace(" ", ""))]
 
 
 def _lines(df: pd.DataFrame, bad: np.ndarray) -> tuple[str | None, list[int]]:
@@ -68,6 +122,7 @@ def read_stations(
     lon_column: str | None = None,
     name_column: str | None = None,
     duplicate_coordinates: str = "raise",
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read and validate a stations table.
 
@@ -84,7 +139,9 @@ def read_stations(
         static covariate, in file order.
     """
     label = "<stations DataFrame>" if isinstance(source, pd.DataFrame) else str(source)
-    df = (source.copy() if isinstance(source, pd.DataFrame) else read_table(source)).reset_index(drop=True)
+    df = source.copy() if isinstance(source, pd.DataFrame) else read_table(source, text_columns=(station_column,),
+                                                                            encoding=encoding)  # fmt: skip
+    df = df.reset_index(drop=True)
     lat_column = lat_column or _find_column(df.columns, LAT_NAMES)
     lon_column = lon_column or _find_column(df.columns, LON_NAMES)
     for role, col in (("station id", station_column), ("latitude", lat_column), ("longitude", lon_column)):
@@ -177,6 +234,7 @@ def read_long_table(
     negative: str = "mask",
     nonnegative: list[str] | None = None,
     duplicate_coordinates: str = "raise",
+    encoding: str = "utf-8",
     name: str | None = None,
 ) -> StationData:
     """Read long-format measurements (``station, time, <variables>``) into :class:`StationData`.
@@ -192,12 +250,18 @@ def read_long_table(
             them onto it and averages rows that meet (counted in the report).
         negative: ``"mask"`` masks negative values of non-negative channels (counted);
             ``"raise"`` refuses them.
-        nonnegative: channels that cannot be negative (default: all variables).
+        nonnegative: channels that cannot be negative (default: those named like a concentration
+            or a count, :func:`default_nonnegative`; the report says which).
         duplicate_coordinates: ``"raise"`` refuses two stations at identical coordinates;
             ``"keep"`` accepts them (as :func:`read_stations`).
+        encoding: text encoding of CSV files.
+
+    Station ids are read as text (``007`` stays ``007``). Time stamps with UTC offsets
+    (``+08:00``) are converted to UTC (said in the report); a column that mixes offset and naive
+    stamps is refused.
     """
     label = str(path)
-    df = read_table(path).reset_index(drop=True)
+    df = read_table(path, text_columns=(station_column,), encoding=encoding).reset_index(drop=True)
     for col in (station_column, time_column):
         if col not in df.columns:
             raise DataValidationError(
@@ -233,7 +297,7 @@ def read_long_table(
             duplicate_coordinates=duplicate_coordinates,
         )
     else:
-        table = read_stations(stations, duplicate_coordinates=duplicate_coordinates)
+        table = read_stations(stations, duplicate_coordinates=duplicate_coordinates, encoding=encoding)
     skip = {station_column, time_column} | ({lat_col, lon_col} if stations is None else set())
     variables = list(variables) if variables is not None else [c for c in df.columns if c not in skip]
     missing = [v for v in variables if v not in df.columns]
@@ -277,6 +341,19 @@ def assemble_station_data(
         raise ValueError(f"irregular must be 'raise' or 'resample', got {irregular!r}")
     if negative not in ("mask", "raise"):
         raise ValueError(f"negative must be 'mask' or 'raise', got {negative!r}")
+    if freq is not None:
+        try:
+            step = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) if isinstance(freq, str) else pd.Timedelta(freq)
+        except (ValueError, TypeError):
+            raise DataValidationError(f"time step {freq!r} is not a frequency", file=source, column="time",
+                                      expected="a step such as 1h, 30min, 1D (--freq / data.reader.freq)") from None
+        if step <= pd.Timedelta(0):
+            raise DataValidationError(f"time step {freq!r} is not positive", file=source, expected="a step > 0")
+        freq = step
+    unknown_nonneg = sorted(set(nonnegative or []) - set(variables))
+    if unknown_nonneg:
+        raise DataValidationError(f"nonnegative names {unknown_nonneg}, which are not variables", file=source,
+                                  expected=f"names among {list(variables)}")  # fmt: skip
     report = ValidationReport(source=source)
     df = df.reset_index(drop=True)
 
@@ -305,10 +382,17 @@ def assemble_station_data(
     if pd.api.types.is_datetime64_any_dtype(raw_time):
         time = pd.to_datetime(raw_time)
     else:
-        time = pd.to_datetime(raw_time, errors="coerce")
+        text = raw_time.astype("string").str.strip()
+        offset = text.str.contains(r"(?:[+-]\d\d:?\d\d|Z)$", regex=True, na=False).to_numpy()
+        if offset.any() and not offset[raw_time.notna().to_numpy()].all():
+            naive = ~offset & raw_time.notna().to_numpy()
+            _fail(df, naive, f"time '{raw_time[naive].iloc[0]}' has no UTC offset while others have one "
+                  f"('{raw_time[offset].iloc[0]}')", source=source, column="time",
+                  expected="every time stamp with an offset (+08:00) or none")  # fmt: skip
+        time = pd.to_datetime(text, errors="coerce", utc=bool(offset.any()), format="mixed" if offset.any() else None)
     if getattr(time.dt, "tz", None) is not None:
         time = time.dt.tz_convert("UTC").dt.tz_localize(None)
-        report.notes.append("time stamps converted to UTC")
+        report.notes.append("time stamps with UTC offsets converted to UTC")
     bad = time.isna().to_numpy()
     if bad.any():
         _fail(
@@ -322,7 +406,10 @@ def assemble_station_data(
     t_ns = time.to_numpy("datetime64[ns]")
 
     # values -----------------------------------------------------------------------------
-    nonneg = set(variables if nonnegative is None else nonnegative)
+    nonneg = set(default_nonnegative(variables) if nonnegative is None else nonnegative)
+    if nonneg:
+        report.notes.append(f"non-negative channels (negative values {'masked' if negative == 'mask' else 'refused'}): "
+                            f"{sorted(nonneg)}; set nonnegative (--nonnegative) to change")  # fmt: skip
     arr = np.empty((len(df), len(variables)), dtype=np.float64)
     for j, var in enumerate(variables):
         col = df[var]
@@ -348,6 +435,10 @@ def assemble_station_data(
         inf = np.isinf(v)
         if inf.any():
             _fail(df, inf, "infinite value", source=source, column=var, expected="a finite number")
+        huge = np.abs(v) > np.finfo(np.float32).max
+        if huge.any():
+            _fail(df, huge, f"value {v[huge][0]:g} is beyond single precision", source=source, column=var,
+                  expected=f"a magnitude below {np.finfo(np.float32).max:.3g} (values are stored as float32)")
         if var in nonneg:
             neg = v < 0
             if neg.any() and negative == "raise":
@@ -427,7 +518,9 @@ def assemble_station_data(
     values[t_idx, node] = arr
     mask = ~np.isnan(values)
     report.add("time steps with no rows (inserted as missing)", num_steps - len(np.unique(t_idx)))
-    report.add("stations in the table without rows (all missing)", len(stations) - len(np.unique(node)))
+    rowless = np.setdiff1d(np.arange(len(stations)), node)
+    report.add("stations in the table without rows (all missing)", len(rowless),
+               note=f"stations without rows: {stations['station'].iloc[rowless].astype(str).tolist()[:20]}")
     times = t0 + np.arange(num_steps, dtype=np.int64) * step_ns
     units = units or {}
     return StationData(

@@ -29,6 +29,15 @@ def get_card(name: str) -> DatasetCard:
     cards = all_cards()
     key = name.strip().lower().replace("_", "-")
     if key not in cards:
+        from stgraph.datasets.user_cards import read_user_cards
+
+        broken = read_user_cards()[1]
+        if broken:
+            first = next(iter(broken.values()))
+            raise KeyError(
+                f"unknown dataset '{name}'; available: built-in {sorted(cards)}, yours {sorted(user_cards())}; "
+                f"{len(broken)} card file(s) in {user_cards_dir()} are broken, e.g. {first}"
+            )
         raise KeyError(
             f"unknown dataset '{name}'; available: built-in {sorted(cards)}, yours {sorted(user_cards())} "
             f"(add one with `stgraph datasets add NAME --long FILE --stations FILE`; cards in {user_cards_dir()})"

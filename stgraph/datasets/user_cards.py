@@ -24,8 +24,14 @@ from stgraph.datasets.resolve import ChecksumError, DatasetNotFoundError, sha256
 # read_long_table's options a card (or an inline config's data.reader) may set
 READER_OPTIONS = (
     "station_column", "time_column", "variables", "units", "freq", "irregular", "negative", "nonnegative",
-    "duplicate_coordinates",
+    "duplicate_coordinates", "encoding",
 )  # fmt: skip
+# the command-line flag of each reader option (``stgraph datasets add``)
+OPTION_FLAGS = {
+    "station_column": "--station-column", "time_column": "--time-column", "variables": "--variables",
+    "units": "--units", "freq": "--freq", "irregular": "--irregular", "negative": "--negative",
+    "nonnegative": "--nonnegative", "duplicate_coordinates": "--duplicate-coordinates", "encoding": "--encoding",
+}  # fmt: skip
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -67,29 +73,63 @@ class UserCard:
         return user_cards_dir() / f"{self.name}.yaml"
 
     def readd_command(self) -> str:
-        cmd = f"stgraph datasets add {self.name} --long {self.long}"
+        """The ``stgraph datasets add`` command that re-creates this card, reader options included."""
+        import shlex
+
+        cmd = f"stgraph datasets add {self.name} --long {shlex.quote(self.long)}"
         if self.stations:
-            cmd += f" --stations {self.stations}"
+            cmd += f" --stations {shlex.quote(self.stations)}"
+        for key, value in self.reader.items():
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                value = ",".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, (list, tuple)):
+                value = ",".join(str(v) for v in value)
+            cmd += f" {OPTION_FLAGS.get(key, '--' + key.replace('_', '-'))} {shlex.quote(str(value))}"
         return cmd + " --force"
 
     @classmethod
     def from_yaml(cls, path: Path) -> UserCard:
-        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        """Read a card; anything that is not a card is an error naming the file."""
+        try:
+            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a valid dataset card (unreadable YAML: {str(e).splitlines()[0]}); "
+                             "fix or delete it, or re-create it with `stgraph datasets add`") from None  # fmt: skip
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a user dataset card (expected a mapping); fix or delete it")
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown or "name" not in d or "long" not in d or "long_sha256" not in d:
             raise ValueError(
                 f"{path}: not a user dataset card (needs name, long, long_sha256; unknown keys {unknown}); "
                 "re-create it with `stgraph datasets add`"
             )
+        if not isinstance(d.get("reader") or {}, dict):
+            raise ValueError(f"{path}: 'reader' must be a mapping of reader options")
         return cls(**d)
 
 
-def user_cards() -> dict[str, UserCard]:
-    """Every card in :func:`user_cards_dir` by name (empty when the folder does not exist)."""
+def read_user_cards() -> tuple[dict[str, UserCard], dict[Path, str]]:
+    """(every valid card in :func:`user_cards_dir` by name, every broken card file -> its error)."""
     folder = user_cards_dir()
     if not folder.is_dir():
-        return {}
-    return {c.name: c for c in (UserCard.from_yaml(p) for p in sorted(folder.glob("*.yaml")))}
+        return {}, {}
+    cards, broken = {}, {}
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            card = UserCard.from_yaml(path)
+        except ValueError as e:
+            broken[path] = str(e)
+            continue
+        cards[card.name] = card
+    return cards, broken
+
+
+def user_cards() -> dict[str, UserCard]:
+    """Every valid card in :func:`user_cards_dir` by name (empty when the folder does not exist);
+    broken card files are left out here (``stgraph datasets list`` reports them)."""
+    return read_user_cards()[0]
 
 
 def add_user_dataset(

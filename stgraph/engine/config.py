@@ -72,7 +72,8 @@ class DataConfig:
         eval_stride: Step between evaluation (val and test) window starts; 1 = every start
             (overlapping windows, each cell scored once), ``window`` = non-overlapping windows
             (the CSDI/PriSTI imputation protocol).
-        eval_steps: 1-based horizon steps to report separately.
+        eval_steps: 1-based horizon steps to report separately, each at most the horizon (the window
+            for krige / impute / reconstruct); None = those of 6, 12 and 24 that fit; [] = none.
         daily: Score on daily means instead of raw steps.
         eval_days: Days (1-based) to report separately when ``daily`` is set.
         anchor_channels: Protocol option, AMLSG's *hybrid anchor*: input channels (e.g. ``[PM10,
@@ -113,7 +114,7 @@ class DataConfig:
     horizon: int = 24
     stride: int = 1
     eval_stride: int = 1
-    eval_steps: list[int] = field(default_factory=lambda: [6, 12, 24])
+    eval_steps: list[int] | None = None
     daily: bool = False
     eval_days: list[int] = field(default_factory=list)
     anchor_channels: list[str] = field(default_factory=list)
@@ -307,7 +308,26 @@ _FLOAT_RE = re.compile(
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader: exponent floats without a dot are floats; dates stay strings."""
+    """Safe loader: exponent floats without a dot are floats; dates stay strings; a key given twice
+    in one mapping is an error (PyYAML would keep the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # left to the base class, which reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"key {key!r} appears twice in one mapping (line {seen[key] + 1} and line "
+                    f"{key_node.start_mark.line + 1}); give it once",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -405,6 +425,14 @@ def _check(value: Any, hint: Any, key: str, source: str) -> Any:
     if _is_union(hint):
         if value is None and type(None) in get_args(hint):
             return None
+        others = [a for a in get_args(hint) if a is not type(None)]
+        if len(others) == 1:  # ``X | None``: an error inside X's value (``eval_steps[1]``) is X's own
+            try:
+                return _check(value, others[0], key, source)
+            except ConfigError as e:
+                if str(e).startswith((f"{source}: {key}[", f"{source}: {key}.")):
+                    raise
+                raise fail() from None
         for arg in get_args(hint):
             if arg is type(None):
                 continue
@@ -448,16 +476,80 @@ def _check(value: Any, hint: Any, key: str, source: str) -> Any:
 # --- public API ---------------------------------------------------------------------------------
 
 
+# (dotted key, test, what is expected): ranges the types cannot say
+_RANGES: list[tuple[str, Any, str]] = [
+    ("data.window", lambda v: v >= 1, "an integer >= 1 (time steps per window)"),
+    ("data.horizon", lambda v: v >= 1, "an integer >= 1 (time steps ahead)"),
+    ("data.stride", lambda v: v >= 1, "an integer >= 1"),
+    ("data.eval_stride", lambda v: v >= 1, "an integer >= 1"),
+    ("data.grid_coarsen", lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2"),
+    ("split.n_folds", lambda v: v >= 2, "an integer >= 2"),
+    ("split.fold", lambda v: v >= 0, "an integer >= 0 (0-based)"),
+    ("split.val", lambda v: v >= 0, "a count >= 1 or a fraction in [0, 1)"),
+    ("split.test", lambda v: v > 0, "a count >= 1 or a fraction in (0, 1)"),
+    ("split.time_val", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("split.time_test", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("split.time_gap", lambda v: v is None or v >= 0, "null or an integer >= 0"),
+    ("split.pattern_ratio", lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+    ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("train.batch_size", lambda v: v >= 1, "an integer >= 1 (windows per batch)"),
+    ("train.lr", lambda v: 0 < v < float("inf"), "a positive finite number"),
+    ("train.weight_decay", lambda v: 0 <= v < float("inf"), "a number >= 0"),
+    ("train.grad_clip", lambda v: 0 <= v < float("inf"), "a number >= 0 (0 = no clipping)"),
+    ("train.patience", lambda v: v >= 1, "an integer >= 1"),
+    ("train.lr_patience", lambda v: v >= 1, "an integer >= 1"),
+    ("train.warmup_steps", lambda v: v >= 0, "an integer >= 0"),
+    ("train.min_delta", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("train.hide_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("train.hide_block", lambda v: v >= 1, "an integer >= 1"),
+    ("train.src_loss_weight", lambda v: v >= 0, "a number >= 0"),
+    ("train.num_threads", lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    ("train.max_train_windows", lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    ("train.max_eval_windows", lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    ("train.max_val_windows", lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    ("train.subgraph_size", lambda v: v is None or v >= 2, "null or an integer >= 2"),
+    ("train.eval_target_chunk", lambda v: v is None or v >= 1, "null or an integer >= 1"),
+    ("train.eval_neighbours", lambda v: v is None or v >= 1, "null or an integer >= 1"),
+]
+
+
+def _check_values(cfg: ExperimentConfig, source: str) -> ExperimentConfig:
+    """Ranges and relations the types cannot express, each error naming the dotted key."""
+    for key, ok, expected in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"{source}: {key}: expected {expected}, got {_got(value)}")
+    sp, dc = cfg.split, cfg.data
+    if sp.method in ("kfold", "spatial_kfold") and sp.fold >= sp.n_folds:
+        raise ConfigError(f"{source}: split.fold: expected 0 <= fold < split.n_folds ({sp.n_folds}), got {sp.fold}")
+    if sp.time_val + sp.time_test >= 1:
+        raise ConfigError(f"{source}: split.time_val + split.time_test must be < 1, got {sp.time_val + sp.time_test}")
+    bad_months = [m for m in sp.test_months if not 1 <= m <= 12]
+    if bad_months:
+        raise ConfigError(f"{source}: split.test_months: months are 1-12, got {bad_months}")
+    length = dc.horizon if dc.task == "forecast" else dc.window
+    over = [s for s in dc.eval_steps or [] if not 1 <= s <= length]
+    if over and not dc.daily:
+        what = "data.horizon" if dc.task == "forecast" else f"data.window (the scored span of a '{dc.task}' window)"
+        raise ConfigError(
+            f"{source}: data.eval_steps: {over} outside 1..{length} ({what}); give steps within it, [] for none, "
+            "or null for those of 6, 12, 24 that fit"
+        )
+    return cfg
+
+
 def config_from_dict(d: Mapping[str, Any] | None, *, source: str = "<dict>") -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a nested mapping.
 
-    Missing keys take their defaults; unknown keys and wrong types raise :class:`ConfigError`.
+    Missing keys take their defaults; unknown keys, wrong types and values out of range (a window
+    of 0, a negative learning rate, ...) raise :class:`ConfigError` naming the dotted key.
 
     Args:
         d: Nested mapping as read from YAML; None means all defaults.
         source: Name of where ``d`` came from, used in error messages.
     """
-    return _check({} if d is None else d, ExperimentConfig, "", source)
+    return _check_values(_check({} if d is None else d, ExperimentConfig, "", source), source)
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -525,8 +617,12 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         ConfigError: (a ValueError) naming the file, the dotted key and what was expected.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
     try:
         raw = _parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     cfg = config_from_dict(raw, source=str(path))

@@ -163,7 +163,8 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
             true, mask = daily_means(true, mask)
             steps = dc.eval_days or None
         else:
-            steps = [s for s in dc.eval_steps if s <= pred.shape[1]] or None
+            wanted = [6, 12, 24] if dc.eval_steps is None else dc.eval_steps  # explicit steps fit (config check)
+            steps = [s for s in wanted if s <= pred.shape[1]] or None
         if task.scores_visible:
             steps = None
         per_window = summarize_metrics(pred, true, mask, steps=steps) if steps else None

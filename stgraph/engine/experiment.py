@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from stgraph.data.time_splits import TimeSplit, chronological_time_split, month_
 from stgraph.data.windows import WindowDataset, Windows, window_starts
 from stgraph.datasets import load_dataset
 from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
+from stgraph.engine.run_identity import data_checksums
 from stgraph.engine.tasks import Task, get_task
 from stgraph.engine.tasks.protocols import anchor_at_targets, anchor_channel_indices, check_aggregate, station_mean
 from stgraph.graph.knn import default_backend
@@ -48,6 +50,16 @@ from stgraph.models.base import DataSizes, GraphBatch
 
 def make_station_split(data: StationData, cfg: SplitConfig) -> StationSplit:
     m = cfg.method
+    if m != "explicit" and data.num_nodes < 3:
+        raise ValueError(
+            f"the data has {data.num_nodes} station(s) ({', '.join(data.station_ids[:3])}); a station split needs at "
+            "least 3 (train, val, test). For one station's own series use data.task: impute"
+        )
+    if m in ("kfold", "spatial_kfold") and cfg.n_folds > data.num_nodes:
+        raise ValueError(
+            f"split.n_folds={cfg.n_folds} is more than the data's {data.num_nodes} stations; use at most "
+            f"{data.num_nodes} folds (split.method: loso holds out one station per fold)"
+        )
     if m in ("kfold", "spatial_kfold"):
         folds = kfold_station_splits(data, cfg.n_folds, val=cfg.val, seed=cfg.seed, spatial=m == "spatial_kfold")
         if not 0 <= cfg.fold < len(folds):
@@ -97,6 +109,10 @@ def load_experiment_data(cfg: DataConfig) -> StationData:
 
         options = check_reader_options(dict(cfg.reader), "data.reader")
         data = read_long_table(cfg.long, cfg.stations, name=cfg.dataset, **options)
+        from stgraph.datasets.resolve import sha256_of
+
+        files = [Path(cfg.long), *([Path(cfg.stations)] if cfg.stations else [])]
+        data.meta["sha256"] = {str(p): sha256_of(p) for p in files}  # the run's data identity
     else:
         if cfg.stations or cfg.reader:
             raise ValueError("data.stations and data.reader apply to inline files: set data.long too")
@@ -133,6 +149,7 @@ class Experiment:
     truth_mask: np.ndarray
     anchor: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pattern: SparsePattern | None = None
+    source_checksums: dict = field(default_factory=dict)  # the source data's (run_identity.data_checksums)
 
     @property
     def task(self) -> str:
@@ -246,7 +263,9 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     """Load (or take) the data and build roles, periods, scaler, windows and sizes."""
     dc = cfg.data
     task = get_task(dc.task, grid=dc.grid_coarsen)
-    data = task.prepare_data(load_experiment_data(dc) if data is None else data, dc)
+    source = load_experiment_data(dc) if data is None else data
+    checksums = data_checksums(source)
+    data = task.prepare_data(source, dc)
     names = list(dc.input_channels or data.channels)
     view = data if tuple(names) == data.channels else data.select_channels(names)
     missing = [c for c in dc.target_channels if c not in names]
@@ -300,4 +319,5 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         truth_mask=truth_mask,
         anchor=anchor,
         pattern=pattern,
+        source_checksums=checksums,
     )

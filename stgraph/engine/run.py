@@ -4,6 +4,8 @@ predictions and metrics. ``stgraph train`` and the end-to-end test call :func:`r
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
 import time
 from pathlib import Path
@@ -18,7 +20,17 @@ from stgraph.engine.config import ExperimentConfig, load_config, save_config
 from stgraph.engine.evaluate import predict, score
 from stgraph.engine.experiment import Experiment, prepare_experiment
 from stgraph.engine.fitting import fit_model
-from stgraph.engine.runs import RunDir, environment_record
+from stgraph.engine.run_identity import (
+    IDENTITY_FILE,
+    check_config,
+    compare,
+    data_checksums,
+    expected_data_checksums,
+    flat_config,
+    make_identity,
+)
+from stgraph.engine.run_lock import run_lock
+from stgraph.engine.runs import RunDir, environment_record, load_checkpoint
 from stgraph.engine.trainer import train_model
 from stgraph.models.registry import build_model
 
@@ -60,9 +72,15 @@ def record_run(exp: Experiment, run: RunDir) -> None:
     run.write_json("env.json", environment_record(seed=exp.cfg.train.seed, knn_backend=exp.knn_backend))
 
 
-def evaluate_model(model, exp: Experiment, run: RunDir, training: dict | None = None) -> dict:
+def evaluate_model(
+    model, exp: Experiment, run: RunDir, training: dict | None = None, *, final: bool = True
+) -> dict:
     """Predict and score the test period; ``metrics["evaluation"]`` records its cost (seconds, windows,
-    seconds per window: for a sampling model, its sampling time per window)."""
+    seconds per window: for a sampling model, its sampling time per window).
+
+    ``final=True`` (the end of training) writes ``metrics.json`` and ``predictions.npz``, which mark
+    the run finished; ``final=False`` (``stgraph evaluate``) writes ``evaluation.json`` and
+    ``evaluation_predictions.npz`` and leaves a crashed run resumable."""
     t0 = time.perf_counter()
     arrays = predict(model, exp, "test", "test")
     seconds = time.perf_counter() - t0
@@ -76,9 +94,35 @@ def evaluate_model(model, exp: Experiment, run: RunDir, training: dict | None = 
     }
     if getattr(model, "last_k_estimates", None) and len(model.last_k_estimates) > 1:
         metrics["k_eval"] = sorted(model.last_k_estimates)
-    run.save_predictions(**arrays)
-    run.write_json("metrics.json", metrics)
+    if final:
+        run.save_predictions(**arrays)
+        run.write_json("metrics.json", metrics)
+    else:
+        run.save_predictions(EVALUATION_PREDICTIONS, **arrays)
+        run.write_json(EVALUATION_FILE, metrics)
     return metrics
+
+
+EVALUATION_FILE = "evaluation.json"
+EVALUATION_PREDICTIONS = "evaluation_predictions.npz"
+
+
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str | None:
+    """The git commit of the code this process runs (read once: the code loaded at start)."""
+    return environment_record(seed=0, knn_backend="").get("git_commit")
+
+
+def check_identity(run: RunDir, cfg: ExperimentConfig, checksums: dict | None) -> None:
+    """Refuse ``run`` for ``cfg`` / data ``checksums`` when it answers for another one (see
+    :mod:`stgraph.engine.run_identity`); a folder without ``identity.json`` (older runs) is checked
+    on its ``config.yaml``."""
+    finished = run.is_finished()
+    if run.identity_path.exists():
+        commit = code_commit() if not finished else None
+        compare(run.path, run.read_json(IDENTITY_FILE), cfg, checksums, commit, finished=finished)
+    elif run.config_path.exists():
+        check_config(run.path, flat_config(load_config(run.config_path)), cfg)
 
 
 def run_experiment(
@@ -89,18 +133,33 @@ def run_experiment(
     data: StationData | None = None,
     progress: bool = True,
 ) -> tuple[RunDir, dict]:
-    """Train (resuming if ``out/name`` holds a crashed run) and evaluate on test-role stations."""
+    """Train (resuming if ``out/name`` holds a crashed run of the same config, data and code) and
+    evaluate on test-role stations. The folder is locked for the whole call (one writer); a folder
+    that answers for another config or data is refused (:mod:`stgraph.engine.run_identity`)."""
     main = distributed.is_main()  # under torchrun only rank 0 writes; the others train and return {}
     # rank 0 makes (or checks) the folder before any other rank looks at it: a rank that checked it
     # while rank 0 was writing its first file would take it for a foreign folder
     run = RunDir.create(out, name or cfg.name) if main else None
     distributed.barrier()
     run = run or RunDir(Path(out) / (name or cfg.name))
+    with run_lock(run.path) if main else contextlib.nullcontext():
+        return _run_locked(cfg, run, data, progress, main)
+
+
+def _run_locked(cfg: ExperimentConfig, run: RunDir, data: StationData | None, progress: bool, main: bool):
     if run.is_finished():
+        check_identity(run, cfg, data_checksums(data) if data is not None else expected_data_checksums(cfg))
         return run, run.read_json("metrics.json")
+    check_identity(run, cfg, None)  # the config, before the data is loaded
     exp, model = build_experiment(cfg, data)
+    checksums = exp.source_checksums
     if main:
-        record_run(exp, run)
+        if run.identity_path.exists():
+            check_identity(run, cfg, checksums)  # resume: same data and code; nothing is rewritten
+        else:
+            record_run(exp, run)
+            env = run.read_json("env.json")
+            run.write_json(IDENTITY_FILE, make_identity(cfg, checksums, env))
     distributed.barrier()
     training = {}
     fitted = fit_model(model, exp, run.path if main else None)
@@ -109,7 +168,7 @@ def run_experiment(
         training["fit"] = fitted
     if model.trainable:
         training = {**train_model(model, exp, run, progress=progress and main), **training}
-        model.load_state_dict(torch.load(run.best_path, weights_only=False)["model"])
+        model.load_state_dict(load_checkpoint(run.best_path)["model"])
     if not main:
         return run, {}
     return run, evaluate_model(model, exp, run, training)
@@ -130,16 +189,31 @@ def check_saved_pattern(exp: Experiment, run: RunDir) -> None:
         )
 
 
-def evaluate_run(run_dir: str | Path, data: StationData | None = None) -> dict:
-    """Re-evaluate a finished or crashed run from its own config and ``best.pt``."""
+def restore_run(run_dir: str | Path, data: StationData | None = None):
+    """(run, experiment, model) of a run folder: rebuilt from its own config, checked against its
+    identity (the data must be the data it was trained on), fitted models refitted (deterministic),
+    trained ones loaded from ``best.pt`` (plain data only). Shared by evaluate and reanalyse."""
     run = RunDir(run_dir)
+    if not run.path.is_dir() or not run.config_path.exists():
+        raise FileNotFoundError(f"{run.path}: not a run folder (no config.yaml); give a folder `stgraph train` wrote")
     cfg = load_config(run.config_path)
     exp, model = build_experiment(cfg, data)
+    if run.identity_path.exists():
+        compare(run.path, run.read_json(IDENTITY_FILE), cfg, exp.source_checksums, None, finished=True)
     check_saved_pattern(exp, run)
     fit_model(model, exp)  # deterministic: the same choices as in training
     if model.trainable:
         if not run.best_path.exists():
-            raise FileNotFoundError(f"{run.best_path}: no best checkpoint; train the run first")
-        model.load_state_dict(torch.load(run.best_path, weights_only=False)["model"])
-    training = run.read_json("metrics.json").get("training", {}) if run.metrics_path.exists() else {}
-    return evaluate_model(model, exp, run, training)
+            raise FileNotFoundError(f"{run.best_path}: no best checkpoint; train the run first (`stgraph train`)")
+        model.load_state_dict(load_checkpoint(run.best_path)["model"])
+    return run, exp, model
+
+
+def evaluate_run(run_dir: str | Path, data: StationData | None = None) -> dict:
+    """Re-evaluate a finished or crashed run from its own config and ``best.pt``; writes
+    ``evaluation.json`` (never ``metrics.json``: a crashed run stays resumable). Holds the run's lock."""
+    folder = Path(run_dir)
+    with run_lock(folder):
+        run, exp, model = restore_run(folder, data)
+        training = run.read_json("metrics.json").get("training", {}) if run.metrics_path.exists() else {}
+        return evaluate_model(model, exp, run, training, final=False)

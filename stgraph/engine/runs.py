@@ -7,8 +7,14 @@ A run folder holds everything one experiment produced::
     env.json           environment record (versions, git commit, seed, device)
     train_log.jsonl    one JSON line per epoch
     best.pt / last.pt  checkpoints
+    identity.json      what the folder answers for: config, data checksums, code commit
+                       (:mod:`stgraph.engine.run_identity`; written once, never rewritten)
     predictions.npz    test predictions
-    metrics.json       final metrics (its presence marks a finished run)
+    metrics.json       final metrics (its presence marks a finished run; only training writes it)
+    evaluation.json    the latest ``stgraph evaluate`` of the run (never marks it finished)
+
+Checkpoints hold tensors, numbers and strings only and are read with ``weights_only=True``
+(:func:`load_checkpoint`): a ``.pt`` file that carries pickled code is refused, never run.
 
 Every file except the append-only log is written to a temporary file in the same folder and then
 renamed with :func:`os.replace`, so a crash never leaves a half-written file behind.
@@ -33,7 +39,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-__all__ = ["RunDir", "atomic_torch_save", "environment_record"]
+__all__ = ["RunDir", "UnsafeCheckpointError", "atomic_torch_save", "environment_record", "load_checkpoint"]
 
 CONFIG_FILE = "config.yaml"
 SPLIT_FILE = "split.json"
@@ -156,6 +162,38 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds something other than tensors, numbers, strings and containers of them."""
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by stgraph, refusing anything that is not plain data.
+
+    ``torch.load(weights_only=True)`` unpickles only tensors, numbers, strings and containers;
+    a file that names any other object (which a full unpickler would import and call) is refused
+    before anything of it runs.
+
+    Raises:
+        UnsafeCheckpointError: the file carries objects other than plain data (or is not a
+            checkpoint at all); the message names the file.
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refused: not a checkpoint of plain tensors and numbers ({first[:200]}). stgraph never "
+            "loads code from a run folder; if this file came from someone else, do not trust the folder"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise UnsafeCheckpointError(f"{path}: refused: a checkpoint is a dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
 def _json_default(obj: Any) -> Any:
     """JSON encoding of numpy scalars / arrays and paths."""
     if isinstance(obj, (np.generic, np.ndarray)):
@@ -255,6 +293,11 @@ class RunDir:
         return self._path / LAST_FILE
 
     @property
+    def identity_path(self) -> Path:
+        """``identity.json``: config, data checksums and code commit the folder answers for."""
+        return self._path / "identity.json"
+
+    @property
     def env_path(self) -> Path:
         """``env.json``: the environment record."""
         return self._path / ENV_FILE
@@ -313,13 +356,16 @@ class RunDir:
                 raise ValueError(f"{self.log_path}: line {lineno} is not valid JSON: {e}") from None
         return records
 
-    def save_predictions(self, **arrays: Any) -> Path:
-        """Save named arrays to ``predictions.npz`` (compressed, atomically); returns the path.
+    def save_predictions(self, file: str | None = None, /, **arrays: Any) -> Path:
+        """Save named arrays to ``predictions.npz`` (or ``file`` in the folder; compressed,
+        atomically); returns the path.
 
         Args:
+            file: File name inside the folder; None = ``predictions.npz``.
             **arrays: Name -> array-like.
         """
-        return _atomic_write(self.predictions_path, lambda f: np.savez_compressed(f, **arrays))
+        path = self.predictions_path if file is None else self._path / file
+        return _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
     def load_predictions(self) -> dict[str, np.ndarray]:
         """The arrays saved by :meth:`save_predictions`."""

@@ -35,7 +35,7 @@ from stgraph.engine import distributed
 from stgraph.engine.chunked import chunked_forward
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.learning_curve import write_learning_curve
-from stgraph.engine.runs import RunDir, atomic_torch_save
+from stgraph.engine.runs import RunDir, atomic_torch_save, load_checkpoint
 from stgraph.engine.station_batches import StationBatcher
 from stgraph.engine.tasks import LossTerm, TrainingView
 from stgraph.models.base import Prediction, StationModel
@@ -135,7 +135,7 @@ def train_model(
         "lr_factor": 1.0, "lr_bad_epochs": 0, "seconds": 0.0,
     }  # fmt: skip
     if run.last_path.exists():  # resume after a crash
-        ckpt = torch.load(run.last_path, weights_only=False)
+        ckpt = load_checkpoint(run.last_path)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"])

@@ -20,6 +20,10 @@ def add_parser(sub) -> None:
     r.add_argument("--csv", help="with --points: also write the estimates as CSV (or .parquet) here")
     r.add_argument("--cell-chunk", type=int, default=4096, help="targets per model call (memory)")
     r.add_argument("--window-batch", type=int, default=16, help="windows per model call (memory)")
+    r.add_argument("--max-output-gb", type=float, default=4.0,
+                   help="refuse a request whose output would exceed this size (default 4 GB)")  # fmt: skip
+    r.add_argument("--max-memory-gb", type=float, default=8.0,
+                   help="refuse a request whose working memory would exceed this (default 8 GB)")  # fmt: skip
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=run)
 
@@ -29,12 +33,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.csv and not args.points:
         raise ValueError("--csv writes point estimates: use it with --points")
+    import signal
+
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an OSError (and a clean-up), not a crash
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     grid = grid_targets(args.grid) if args.grid else None
     points = read_points(args.points) if args.points else None
     rr = load_reanalysis_run(args.run_dir, stations=args.stations)
     path = write_reanalysis(rr, args.out, grid=grid, points=points, start=args.start, end=args.end,
                             window_batch=args.window_batch, cell_chunk=args.cell_chunk,
-                            progress=not args.quiet)  # fmt: skip
+                            progress=not args.quiet, max_output_gb=args.max_output_gb,
+                            max_memory_gb=args.max_memory_gb)  # fmt: skip
     print(f"wrote {path}")
     if args.csv:
         import xarray as xr

@@ -23,8 +23,7 @@ import torch
 from stgraph.data.windows import WindowDataset
 from stgraph.engine.config import load_config
 from stgraph.engine.experiment import Experiment
-from stgraph.engine.fitting import fit_model
-from stgraph.engine.run import build_experiment
+from stgraph.engine.run import restore_run
 from stgraph.engine.runs import RunDir
 from stgraph.models.base import GraphBatch, StationModel
 
@@ -124,12 +123,9 @@ def load_reanalysis_run(run_dir: str | Path, *, stations: str = "train") -> Rean
         )
     if cfg.data.anchor_channels or cfg.data.aggregate != "none":
         raise ValueError(f"{run.path}: runs under the anchor or aggregate protocols need values at the targets")
-    exp, model = build_experiment(cfg)
-    fit_model(model, exp)  # deterministic: the same choices as in training
-    if model.trainable:
-        if not run.best_path.exists():
-            raise FileNotFoundError(f"{run.best_path}: the run has no best checkpoint; finish it with `stgraph train`")
-        model.load_state_dict(torch.load(run.best_path, weights_only=False)["model"])
+    if stations not in ("train", "all"):
+        raise ValueError(f"stations must be 'train' (the run's visible stations) or 'all', got {stations!r}")
+    run, exp, model = restore_run(run.path)
     model.eval()
     model.predict_std = True
     if stations not in ("train", "all"):

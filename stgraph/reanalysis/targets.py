@@ -11,6 +11,8 @@ from stgraph.data.errors import DataValidationError
 from stgraph.data.grid import GridSpec
 from stgraph.data.readers import read_table
 
+MAX_GRID_CELLS = 1e9
+
 
 def grid_targets(spec: str) -> GridSpec:
     """``"LAT0,LAT1,LON0,LON1,RES"`` (degrees) -> the grid of cell centres LAT0 + RES/2, ... < LAT1."""
@@ -20,8 +22,18 @@ def grid_targets(spec: str) -> GridSpec:
         raise ValueError(
             f"--grid {spec!r}: expected LAT0,LAT1,LON0,LON1,RES in degrees, e.g. 39.6,40.4,115.9,116.8,0.01"
         ) from None
+    if not all(np.isfinite([lat0, lat1, lon0, lon1, res])):
+        raise ValueError(f"--grid {spec!r}: every value must be a finite number of degrees")
     if res <= 0:
         raise ValueError(f"--grid {spec!r}: the resolution must be > 0 degrees")
+    if not (-90 <= lat0 <= 90 and -90 <= lat1 <= 90 and -180 <= lon0 <= 360 and -180 <= lon1 <= 360):
+        raise ValueError(f"--grid {spec!r}: latitudes must lie in [-90, 90] and longitudes in [-180, 360]")
+    cells = max(0.0, (lat1 - lat0) / res) * max(0.0, (lon1 - lon0) / res)
+    if cells > MAX_GRID_CELLS:  # before any array is made; the size check then weighs steps and budgets
+        raise ValueError(
+            f"--grid {spec!r}: about {cells:.3g} cells, above the {MAX_GRID_CELLS:.0e} a reanalysis can address; "
+            "coarsen the resolution or narrow the box"
+        )
     lat = np.arange(lat0 + res / 2, lat1, res)
     lon = np.arange(lon0 + res / 2, lon1, res)
     if len(lat) == 0 or len(lon) == 0:

@@ -172,7 +172,7 @@ def test_two_invocations_on_one_out_share_the_work(tmp_path):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    with run_lock(parent, name), ctx.Pool(1) as pool:  # this process "runs" it; another one tries
+    with run_lock(parent / name), ctx.Pool(1) as pool:  # this process "runs" it; another one tries
         assert pool.apply(execute, (first, str(tmp_path))) == {
             "run": first.name,
             "skipped": "running in another process",

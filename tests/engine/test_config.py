@@ -23,7 +23,7 @@ def _write(tmp_path, text, name="exp.yaml"):
 def test_defaults():
     cfg = config_from_dict({})
     assert cfg == ExperimentConfig()
-    assert cfg.data.target_channels == ["PM2.5"] and cfg.data.eval_steps == [6, 12, 24]
+    assert cfg.data.target_channels == ["PM2.5"] and cfg.data.eval_steps is None
     assert cfg.split.method == "kfold" and cfg.split.time_gap is None
     assert config_from_dict(None) == cfg
     assert ExperimentConfig().data.eval_days is not ExperimentConfig().data.eval_days  # no shared mutable defaults

@@ -130,9 +130,8 @@ def test_station_batches_never_hold_val_or_test_stations(subgraph):
 
 
 def test_subgraph_size_below_two_is_refused():
-    exp = prepare_experiment(cfg(subgraph_size=1), DATA)
-    with pytest.raises(ValueError, match="subgraph_size must be >= 2"):
-        StationBatcher(exp)
+    with pytest.raises(ValueError, match="train.subgraph_size: expected null or an integer >= 2"):
+        cfg(subgraph_size=1)
 
 
 def test_aqnet_learns_from_local_station_batches_with_chunked_evaluation(tmp_path):
