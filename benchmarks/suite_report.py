@@ -46,8 +46,10 @@ def _commit() -> str:
         return "unknown"
 
 
-def run_commits(suite, out) -> str:
-    """The git commits the runs recorded in their env.json (and whether the checkout was dirty)."""
+def run_commits(suite, out) -> dict[str, int]:
+    """Runs per recorded code version -> count (from env.json): ``"code abcdef1 (commit 1234567)"``
+    with ``(dirty)`` when the package had uncommitted changes. The code version is the git tree of
+    the ``stgraph`` package, so commits of results or documentation between runs do not split it."""
     from collections import Counter
 
     from stgraph.bench.runner import run_root
@@ -58,8 +60,23 @@ def run_commits(suite, out) -> str:
         env = parent / name / "env.json"
         if env.exists():
             e = json.loads(env.read_text())
-            seen[f"{(e.get('git_commit') or 'unknown')[:7]}{' (dirty)' if e.get('git_dirty') else ''}"] += 1
-    return ", ".join(f"`{c}` × {n}" for c, n in seen.most_common())
+            tree = (e.get("code_tree") or "unknown")[:7]
+            dirty = e.get("code_dirty") if "code_dirty" in e else e.get("git_dirty")
+            seen[f"code {tree}{' (dirty)' if dirty else ''}"] += 1
+    return dict(seen.most_common())
+
+
+def check_one_clean_commit(versions: dict[str, int], allow_mixed: bool) -> str:
+    """The header's code line; refuses runs of several code versions or of uncommitted code unless allowed."""
+    shown = ", ".join(f"`{c}` × {n}" for c, n in versions.items())
+    bad = len(versions) > 1 or any("dirty" in c or "unknown" in c for c in versions)
+    if bad and not allow_mixed:
+        raise SystemExit(
+            f"the runs come from {shown}: a results file comes from one clean code version. Rerun the suite from a "
+            "clean checkout into a new --out, or pass --allow-mixed (the header then says so)"
+        )
+    tag = " — **MIXED OR DIRTY: not one clean code version (--allow-mixed)**" if bad else " (one clean code version)"
+    return shown + tag
 
 
 def horizon_table(runs: pd.DataFrame, suite) -> str:
@@ -90,6 +107,8 @@ def main() -> None:
     ap.add_argument("--result", required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--notes", help="a markdown file whose text is appended (observations, caveats)")
+    ap.add_argument("--allow-mixed", action="store_true",
+                    help="write the file even with runs from several commits or a dirty tree (said in its header)")
     args = ap.parse_args()
     suite = load_suite(args.suite)
     t0 = time.perf_counter()
@@ -98,6 +117,7 @@ def main() -> None:
     md, _ = write_leaderboard(suite, args.out)
     runs = pd.read_csv(Path(args.out) / "runs.csv")  # written by write_leaderboard
     total = runs["wall_seconds"].sum()
+    code = check_one_clean_commit(run_commits(suite, args.out), args.allow_mixed)
     command = f"python benchmarks/suite_report.py {args.suite} --out {args.out} --result {args.result}"
     lines = [
         f"# Benchmark suite `{suite.name}`",
@@ -105,7 +125,7 @@ def main() -> None:
         f"- command: `{command}` (equivalently `stgraph benchmark {args.suite} --out {args.out}`)",
         f"- machine: {_cpu()}, {os.cpu_count()} cores, no GPU; {args.workers} worker processes × "
         f"{max(1, (os.cpu_count() or 1) // args.workers)} torch thread",
-        f"- code: runs recorded git {run_commits(suite, args.out)}; report written at `{_commit()}`; "
+        f"- code: runs recorded git {code}; report written at `{_commit()}`; "
         f"suite file `{args.suite}`",
         f"- runs: {len(runs)} finished of {len(suite.runs)}; sum of the runs' wall times {total / 60:.1f} min "
         f"(run {args.workers} at a time); this invocation {elapsed:.0f} s (it only runs what is unfinished)",

@@ -27,6 +27,11 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
     return cols
 
 
+def _env(folder: Path) -> dict:
+    path = folder / "env.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per finished run, one row per run × hidden station) from ``out/runs``.
 
@@ -44,6 +49,8 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
         key = {"task": spec.task, "model": spec.model, "fold": spec.fold, "seed": spec.seed}
         training = metrics.get("training") or {}
         extra = {m: hidden["overall"][m] for m in PROBABILISTIC if m in hidden["overall"]}
+        if "per_window" in hidden:  # aligned tasks: SPIN's per-window scoring beside the per-cell one
+            extra.update({f"window_{m}": hidden["per_window"][m] for m in METRICS})
         for group, summary in metrics["test"].items():  # a task's extra groups (reconstruct: removed)
             if group in ("hidden", "visible", "unit") or not isinstance(summary, dict):
                 continue
@@ -59,6 +66,13 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
                 "epochs": training.get("epochs_run", 0),
                 "best_epoch": training.get("best_epoch", 0),
                 "steps": training.get("steps", 0),
+                "best_step": training.get("best_step", 0),
+                "steps_per_second": training.get("steps_per_second"),
+                "stopped": training.get("stopped", ""),
+                "val_gain": training.get("val_gain_over_initial"),
+                "test_gain": training.get("test_gain_over_initial"),
+                "git_commit": _env(folder).get("git_commit"),
+                "git_dirty": _env(folder).get("git_dirty"),
                 # parameter-free models have nothing to converge; trained ones must stop early
                 "converged": bool(training.get("converged", True)) if "epochs_run" in training else True,
                 **{f"mae@{k}": v["mae"] for k, v in (hidden.get("at_steps") or {}).items()},

@@ -28,6 +28,39 @@ def window_starts(period: np.ndarray, window: int, horizon: int, stride: int = 1
     return np.flatnonzero(full)[::stride].astype(np.int64)
 
 
+def block_window_starts(period: np.ndarray, window: int, horizon: int, stride: int) -> np.ndarray:
+    """Window starts aligned to each contiguous block of ``period`` (e.g. each test month): a
+    block ``[a, b)`` gets ``a, a + stride, ...`` and, when those leave a tail uncovered, one last
+    window ending at ``b`` (CSDI's test windows). With ``stride = 1`` this is
+    :func:`window_starts`. The last window overlaps its predecessor; :func:`first_cover_cut` says
+    which of its steps an earlier window already covered.
+
+    Returns:
+        (B,) int64 sorted start indices.
+    """
+    span = window + horizon
+    edges = np.diff(np.concatenate([[0], period.astype(np.int8), [0]]))
+    lo, hi = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # blocks [lo, hi)
+    keep = hi - lo >= span
+    out = []
+    for a, b in zip(lo[keep], hi[keep], strict=True):  # one entry per block (a few months), not per window
+        starts = np.arange(a, b - span + 1, stride)
+        if starts[-1] + span < b:
+            starts = np.append(starts, b - span)
+        out.append(starts)
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+
+
+def first_cover_cut(starts: np.ndarray, span: int) -> np.ndarray:
+    """(B,) for sorted ``starts``: how many leading steps of each window an earlier window already
+    covers (0 for non-overlapping windows), so each cell is scored once, by the first window."""
+    starts = np.asarray(starts, dtype=np.int64)
+    if not len(starts):
+        return starts
+    prev_end = np.concatenate([starts[:1], np.maximum.accumulate(starts + span)[:-1]])  # the first: nothing before
+    return np.clip(prev_end - starts, 0, span)
+
+
 @dataclass
 class Windows:
     """One batch of windows.

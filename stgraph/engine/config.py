@@ -139,10 +139,12 @@ class SplitConfig:
         time_test: Fraction of time steps used for testing.
         time_gap: Steps dropped between time blocks; None = window + horizon.
         test_months: Non-empty: month-based time split, these months (1-12) are test.
-        impute_training: ``impute`` only, GRIN's two protocols: ``out-of-sample`` trains on the
-            train period only (AQI-36: months other than 3/6/9/12 and the val steps);
-            ``in-sample`` trains on the whole series, test months included. In both the
-            evaluation cells are removed from every input, so they are never seen.
+        impute_training: ``impute`` only. ``out-of-sample`` (the published setting of GRIN, SPIN,
+            CSDI, PriSTI) trains on the train period only (AQI-36: months other than 3/6/9/12 and
+            the val steps), its evaluation cells included as observed training data;
+            ``out-of-sample-strict`` also withholds the train period's evaluation cells;
+            ``in-sample`` trains on the whole series, test months included, without evaluation
+            cells. The val and test periods' evaluation cells are never an input in any mode.
         backcast: Protocol option, AMLSG's *temporal backcasting*: the chronological split
             reversed, test | gap | val | gap | train, so models train on the latest part of the
             series and estimate the earliest (``time_test``, ``time_val`` and ``time_gap`` as in
@@ -174,7 +176,7 @@ class SplitConfig:
     time_test: float = 0.2
     time_gap: int | None = None
     test_months: list[int] = field(default_factory=list)
-    impute_training: Literal["out-of-sample", "in-sample"] = "out-of-sample"
+    impute_training: Literal["out-of-sample", "out-of-sample-strict", "in-sample"] = "out-of-sample"
     backcast: bool = False
     periods: dict[str, list[str]] = field(default_factory=dict)
     pattern: Literal["fixed", "random", "block"] = "random"
@@ -200,8 +202,23 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation settings.
 
+    Two budgets: ``epochs`` (passes over ``max_train_windows`` or all training windows, validated
+    after each) or, when ``steps`` is set, a budget in optimiser steps: batches are drawn from a
+    shuffled stream over every training window (a new permutation per pass), validated every
+    ``val_every`` steps (a *round*: the unit of the log, the checkpoints and resume), and the
+    schedules run on the step count.
+
     Args:
-        epochs: Maximum number of epochs.
+        epochs: Maximum number of epochs (without ``steps``).
+        steps: Budget in optimiser steps; None = epochs. With it, ``patience`` and ``lr_patience``
+            count rounds of ``val_every`` steps, unless ``patience_steps`` is given.
+        val_every: Steps between validations (``steps`` mode).
+        patience_steps: ``steps`` mode: steps without validation improvement before stopping;
+            None = a quarter of the budget (never less than one round).
+        early_stopping: False = run the whole budget (the best validation checkpoint is still the
+            one kept), as CSDI and GRIN do.
+        score_initial: Also score the untrained model (its anchor: IDW, lerp-kNN ...) on the test
+            period, so the run records its gain over it on validation and test (one more evaluation).
         batch_size: Windows per batch.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -226,7 +243,8 @@ class TrainConfig:
         loss: ``l1`` (masked mean absolute error, the default: the metric, and what GRIN, BRITS
             and DCRNN train with) or ``mse``.
         lr_schedule: ``plateau`` (halve the rate after ``lr_patience`` epochs without validation
-            improvement), ``cosine`` (to 1 % of ``lr`` over ``epochs``) or ``constant``.
+            improvement), ``cosine`` (to 1 % of ``lr`` over ``epochs``, or per step over ``steps``),
+            ``step`` (x0.1 at 75 % and at 90 % of the budget: CSDI's) or ``constant``.
         lr_patience: Epochs without improvement before ``plateau`` halves the rate.
         warmup_steps: Linear learning-rate warm-up over the first optimiser steps (0 = none).
         min_delta: Relative validation improvement that counts as one (early stopping, plateau).
@@ -247,6 +265,11 @@ class TrainConfig:
     """
 
     epochs: int = 30
+    steps: int | None = None
+    val_every: int = 200
+    patience_steps: int | None = None
+    early_stopping: bool = True
+    score_initial: bool = False
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-2
@@ -262,7 +285,7 @@ class TrainConfig:
     src_loss_weight: float = 1.0
     num_threads: int | None = None
     loss: Literal["l1", "mse"] = "l1"
-    lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
+    lr_schedule: Literal["plateau", "cosine", "step", "constant"] = "plateau"
     lr_patience: int = 2
     warmup_steps: int = 0
     min_delta: float = 1e-3
@@ -492,6 +515,9 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("split.time_gap", lambda v: v is None or v >= 0, "null or an integer >= 0"),
     ("split.pattern_ratio", lambda v: 0 < v < 1, "a fraction in (0, 1)"),
     ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("train.steps", lambda v: v is None or v >= 1, "null or an integer >= 1 (optimiser steps)"),
+    ("train.val_every", lambda v: v >= 1, "an integer >= 1 (steps between validations)"),
+    ("train.patience_steps", lambda v: v is None or v >= 1, "null or an integer >= 1"),
     ("train.batch_size", lambda v: v >= 1, "an integer >= 1 (windows per batch)"),
     ("train.lr", lambda v: 0 < v < float("inf"), "a positive finite number"),
     ("train.weight_decay", lambda v: 0 <= v < float("inf"), "a number >= 0"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stgraph.data.windows import first_cover_cut
 from stgraph.engine.chunked import chunked_forward
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.metrics import daily_means, summarize_metrics
@@ -69,6 +70,12 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
                 sg = _scored_samples(exp, pred, y, m, src, tgt, group=g, start=w.start)
                 _add_probabilistic(prob, f"_{g}", sg * std + mean, yg, mg, exp.cfg.data.daily)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
+    span = exp.cfg.data.window + exp._horizon
+    if exp.task_obj.aligned and exp.cfg.data.eval_stride >= span:  # each cell once: the first window's
+        cut = first_cover_cut(arrays["start"], span)  # a block's last window overlaps its predecessor
+        head = np.arange(span)[None, :] < cut[:, None]  # (B, H)
+        for key in [k for k in arrays if k.startswith("mask")]:
+            arrays[key] = arrays[key] & ~head[:, :, None, None]
     if prob["crps"]:
         if len(prob["crps"]) != len(out["pred"]):
             raise ValueError(f"model '{exp.cfg.model.name}' returned samples for some batches only")
@@ -140,10 +147,14 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
     and of the task's extra groups (``reconstruct``: ``removed``, the pattern's cells).
 
     Aligned tasks (``krige``, ``impute``): overall and per-station metrics count each (time,
-    station) cell once — overlapping windows' estimates of a cell are averaged first, as GRIN and
-    SPIN do. Their per-step metrics (``at_steps``: position in the window, e.g. the window's first
-    and last hour) are computed on the windows as they come, each window a row, since a merged
-    cell has no single position. ``impute`` reports no per-step metrics. Forecasts: one row per
+    station) cell once — overlapping windows' estimates of a cell are averaged first, as GRIN does;
+    ``per_window`` is SPIN's scoring instead, every window's output scored as it comes (a cell
+    counts once per window that holds it). With ``data.eval_stride >= window`` (CSDI's protocol) a
+    block's last window, shifted back to cover the block's tail, is scored only on the steps no
+    earlier window covered, so both scorings count each cell once. Their per-step metrics
+    (``at_steps``: position in the window, e.g. the window's first and last hour) are computed on
+    the windows as they come, each window a row, since a merged cell has no single position.
+    ``impute`` reports no per-step metrics. Forecasts: one row per
     window, per-step = lead time.
 
     With a probabilistic model's ``crps``/``quantiles`` arrays, the hidden group's ``overall`` (and
@@ -167,12 +178,14 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
             steps = [s for s in wanted if s <= pred.shape[1]] or None
         if task.scores_visible:
             steps = None
-        per_window = summarize_metrics(pred, true, mask, steps=steps) if steps else None
+        per_window = summarize_metrics(pred, true, mask, steps=steps) if steps or task.aligned else None
         merged = task.merge_windows(pred, true, mask, torch.as_tensor(arrays["start"]))
         summary = summarize_metrics(*merged)
-        if per_window is not None:
+        if per_window is not None and steps:
             summary["at_steps"] = per_window["at_steps"]
             summary["per_step"] = per_window["per_step"]
+        if task.aligned:  # SPIN's scoring: every window's output, a cell once per window holding it
+            summary["per_window"] = per_window["overall"]
         summary["merged"] = "cells once (overlapping windows averaged)" if task.aligned else "one row per window"
         if group != "visible" and "crps" + suffix in arrays:
             summary["overall"].update(_probabilistic_summary(task, arrays, true, mask, suffix))

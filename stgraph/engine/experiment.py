@@ -38,7 +38,7 @@ from stgraph.data.splits import (
 )
 from stgraph.data.station_data import StationData
 from stgraph.data.time_splits import TimeSplit, chronological_time_split, month_time_split, period_time_split
-from stgraph.data.windows import WindowDataset, Windows, window_starts
+from stgraph.data.windows import WindowDataset, Windows, block_window_starts, window_starts
 from stgraph.datasets import load_dataset
 from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
 from stgraph.engine.run_identity import data_checksums
@@ -192,7 +192,10 @@ class Experiment:
         # only, so models trained with different strides are scored on the same cells; eval_stride =
         # window gives the non-overlapping windows of the CSDI/PriSTI protocol
         dc = self.cfg.data
-        starts = window_starts(self.periods.period(period), dc.window, self._horizon, dc.eval_stride)
+        if dc.eval_stride > 1:  # aligned to each block of the period (each test month), tail covered
+            starts = block_window_starts(self.periods.period(period), dc.window, self._horizon, dc.eval_stride)
+        else:
+            starts = window_starts(self.periods.period(period), dc.window, self._horizon, 1)
         if max_windows is not None and len(starts) > max_windows:  # evenly spaced, deterministic
             starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
         w, h = self.cfg.data.window, self._horizon
@@ -282,7 +285,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     periods = make_time_split(data, cfg.split, dc.window + task.window_horizon(horizon))
     if task.scores_roles:  # a val/test station with no target in its scored period cannot be scored
         split = ensure_coverage(view, split, periods, targets)
-    view, pattern = task.sparse_view(view, split, cfg)  # before the scaler and any window
+    view, pattern = task.sparse_view(view, split, cfg, periods)  # before the scaler and any window
     training_periods = task.training_periods(periods, cfg.split)
     backend = default_backend()
     train = build_training_inputs(

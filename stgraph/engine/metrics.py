@@ -211,8 +211,9 @@ def average_overlapping_windows(
     pred: Tensor, true: Tensor, mask: Tensor, start: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One estimate per cell from overlapping windows (the in-sample imputation protocol of
-    GRIN/SPIN: predictions of a cell from every window that holds it are averaged), so each
-    evaluation cell counts once.
+    GRIN/SPIN: predictions of a cell from every window that holds and scores it are averaged), so
+    each evaluation cell counts once. A window whose mask leaves a cell out (the overlapping head of
+    a month's last window under CSDI's protocol) does not vote for it.
 
     Args:
         pred, true: (B, W, N, C); mask: (B, W, N, C) bool; start: (B,) first time index of each window.
@@ -224,8 +225,9 @@ def average_overlapping_windows(
     t = (torch.as_tensor(start).reshape(b, 1) + torch.arange(w)).reshape(-1)  # (B*W,)
     steps, inverse = torch.unique(t, return_inverse=True)
     flat = lambda x: x.reshape(b * w, n, c)  # noqa: E731
-    sums = torch.zeros(len(steps), n, c, dtype=torch.float64).index_add_(0, inverse, flat(pred).double())
-    counts = torch.zeros(len(steps), 1, 1, dtype=torch.float64).index_add_(0, inverse, torch.ones(b * w, 1, 1).double())
+    weight = flat(mask.bool()).double()  # a window that does not score a cell (CSDI's overlap) does not vote
+    sums = torch.zeros(len(steps), n, c, dtype=torch.float64).index_add_(0, inverse, flat(pred).double() * weight)
+    counts = torch.zeros(len(steps), n, c, dtype=torch.float64).index_add_(0, inverse, weight)
     truth = torch.zeros(len(steps), n, c, dtype=true.dtype).index_copy_(0, inverse, flat(true))
-    cells = torch.zeros(len(steps), n, c, dtype=torch.bool).index_copy_(0, inverse, flat(mask.bool()))
-    return (sums / counts).to(pred.dtype).unsqueeze(0), truth.unsqueeze(0), cells.unsqueeze(0)
+    cells = counts > 0
+    return (sums / counts.clamp_min(1)).to(pred.dtype).unsqueeze(0), truth.unsqueeze(0), cells.unsqueeze(0)

@@ -109,8 +109,10 @@ EVALUATION_PREDICTIONS = "evaluation_predictions.npz"
 
 @functools.lru_cache(maxsize=1)
 def code_commit() -> str | None:
-    """The git commit of the code this process runs (read once: the code loaded at start)."""
-    return environment_record(seed=0, knn_backend="").get("git_commit")
+    """The version of the code this process runs: the git tree of the ``stgraph`` package (else the
+    commit), read once: the code loaded at start."""
+    env = environment_record(seed=0, knn_backend="")
+    return env.get("code_tree") or env.get("git_commit")
 
 
 def check_identity(run: RunDir, cfg: ExperimentConfig, checksums: dict | None) -> None:
@@ -168,10 +170,29 @@ def _run_locked(cfg: ExperimentConfig, run: RunDir, data: StationData | None, pr
         training["fit"] = fitted
     if model.trainable:
         training = {**train_model(model, exp, run, progress=progress and main), **training}
+        if cfg.train.score_initial and main:
+            training["initial_test"] = score_initial(model, exp, run)
         model.load_state_dict(load_checkpoint(run.best_path)["model"])
     if not main:
         return run, {}
-    return run, evaluate_model(model, exp, run, training)
+    metrics = evaluate_model(model, exp, run, training)
+    initial = training.get("initial_test")
+    if initial:  # the gain of the trained model over its untrained self (its anchor) on test
+        best = metrics["test"]["hidden"]["overall"]["mae"]
+        training["test_gain_over_initial"] = 1 - best / initial["mae"] if initial["mae"] else None
+        metrics["training"] = training
+        run.write_json("metrics.json", metrics)
+    return run, metrics
+
+
+def score_initial(model, exp: Experiment, run: RunDir) -> dict:
+    """Test scores (hidden group, overall) of the model before any step (``initial.pt``), then
+    ``initial.pt`` is removed. For an anchored model this is its anchor (IDW, lerp-kNN ...)."""
+    path = run.path / "initial.pt"
+    model.load_state_dict(load_checkpoint(path)["model"])
+    overall = score(exp, predict(model, exp, "test", "test"))["hidden"]["overall"]
+    path.unlink()
+    return {k: v for k, v in overall.items() if isinstance(v, (int, float))}
 
 
 def check_saved_pattern(exp: Experiment, run: RunDir) -> None:

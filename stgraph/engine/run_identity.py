@@ -13,7 +13,8 @@ of its arrays. Before a run folder is reused, :func:`compare` names every differ
 - another **config** (any key but ``name``): refused, always — a folder answers for one config;
 - other **data**: refused — a finished run is *stale* (it was scored on data that is no longer
   there, e.g. a dataset re-added with ``--force``), an unfinished one would resume on other data;
-- another **code commit**: an unfinished run refuses to resume (its checkpoints came from other
+- another **code version** (the git tree of the ``stgraph`` package, so a commit of results or
+  documentation is not one): an unfinished run refuses to resume (its checkpoints came from other
   code); a finished run stays valid (its result records the commit it came from).
 """
 
@@ -137,7 +138,9 @@ def make_identity(cfg: ExperimentConfig, checksums: dict[str, str], env: dict[st
         "config_sha256": _sha256_json(config),
         "data": checksums,
         "data_sha256": _sha256_json(checksums),
-        "code": {"git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"), "stgraph": env.get("stgraph")},
+        "code": {"git_commit": env.get("git_commit"), "git_dirty": env.get("git_dirty"),
+                 "code_tree": env.get("code_tree"), "code_dirty": env.get("code_dirty"),
+                 "stgraph": env.get("stgraph")},  # fmt: skip
     }
 
 
@@ -177,9 +180,11 @@ def compare(
                 f"{_fresh(folder)}"
             )
         raise RunIdentityError(f"{folder}: the run's data has changed since it started ({shown}); {_fresh(folder)}")
-    saved_commit = (identity.get("code") or {}).get("git_commit")
-    if not finished and saved_commit and commit and saved_commit != commit:
+    code = identity.get("code") or {}
+    saved = code.get("code_tree") or code.get("git_commit")
+    if not finished and saved and commit and saved != commit:
         raise RunIdentityError(
-            f"{folder}: the run was started by code commit {saved_commit[:10]} and this is {commit[:10]}; resuming "
-            f"would mix checkpoints of two code versions; {_fresh(folder)}"
+            f"{folder}: the run was started by another version of the stgraph code (package tree {saved[:10]}, "
+            f"commit {str(code.get('git_commit'))[:10]}; this is {commit[:10]}); resuming would mix checkpoints of "
+            f"two code versions; {_fresh(folder)}"
         )

@@ -94,8 +94,11 @@ def environment_record(*, seed: int, knn_backend: str, device: str = "cpu") -> d
 
     Returns:
         A JSON-serialisable dict. ``git_commit`` is the 40-hex HEAD of the checkout that holds the
-        ``stgraph`` package and ``git_dirty`` whether it has uncommitted changes; both are None when
-        the package is not in a git checkout or git is not installed. Versions of packages that do
+        ``stgraph`` package and ``git_dirty`` whether it has uncommitted changes; ``code_tree`` is
+        the git tree of the ``stgraph`` package at HEAD (it changes with the code, not with a
+        commit of results or documentation) and ``code_dirty`` whether the package has
+        uncommitted changes; all are None when the package is not in a git checkout or git is
+        not installed. Versions of packages that do
         not import are None.
     """
     import stgraph
@@ -104,6 +107,9 @@ def environment_record(*, seed: int, knn_backend: str, device: str = "cpu") -> d
     head = _git(["rev-parse", "HEAD"], root)
     commit = head.strip() if head is not None and _HEX40.match(head.strip()) else None
     status = _git(["status", "--porcelain"], root) if commit is not None else None
+    tree = _git(["rev-parse", "HEAD:stgraph"], root) if commit is not None else None
+    tree = tree.strip() if tree is not None and _HEX40.match(tree.strip()) else None
+    code_status = _git(["status", "--porcelain", "--", "stgraph"], root) if tree is not None else None
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -115,6 +121,8 @@ def environment_record(*, seed: int, knn_backend: str, device: str = "cpu") -> d
         "stgraph": stgraph.__version__,
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status.strip()),
+        "code_tree": tree,
+        "code_dirty": None if code_status is None else bool(code_status.strip()),
         "seed": seed,
         "knn_backend": knn_backend,
         "device": str(device),

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -80,7 +82,17 @@ def validate(model: StationModel, exp: Experiment) -> float:
     """Mean absolute error (standardised units) at val-role stations from train-role stations, or
     for ``impute`` at the evaluation cells of the val period (windows scored as they come). A task
     with extra scored groups (``reconstruct``: the cells its pattern removed) scores the mean of
-    the groups' MAEs (hidden stations and each extra group weigh the same)."""
+    the groups' MAEs (hidden stations and each extra group weigh the same).
+
+    Deterministic: the same windows, hidden stations and cells every time, and the random draws of
+    a sampling model (a diffusion model's noise) come from a generator seeded the same way at every
+    call (CSDI's fixed validation); the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(exp.cfg.train.seed * 7_919 + 17)
+        return _validate(model, exp)
+
+
+def _validate(model: StationModel, exp: Experiment) -> float:
     model.eval()
     tc = exp.cfg.train
     budget = tc.max_eval_windows if tc.max_val_windows is None else tc.max_val_windows
@@ -109,13 +121,65 @@ def validate(model: StationModel, exp: Experiment) -> float:
 
 
 def _lr_factor(tc, step: int, epoch: int, plateau_factor: float) -> float:
-    """Multiplier of ``lr`` at an optimiser step: warm-up x (plateau halvings | cosine | 1)."""
+    """Multiplier of ``lr`` at an optimiser step: warm-up x (plateau halvings | cosine | step decay
+    | 1). Progress is ``step / steps`` with a step budget, else ``epoch / epochs``."""
     warm = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else 1.0
+    progress = min(step / tc.steps if tc.steps else epoch / max(tc.epochs, 1), 1.0)
     if tc.lr_schedule == "cosine":
-        return warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(epoch / max(tc.epochs, 1), 1.0))))
+        return warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+    if tc.lr_schedule == "step":  # CSDI: x0.1 at 75 % and again at 90 % of the budget
+        return warm * 0.1 ** ((progress >= 0.75) + (progress >= 0.9))
     if tc.lr_schedule == "plateau":
         return warm * plateau_factor
     return warm
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How a run spends its optimiser steps: ``rounds`` validations, ``steps_per_round`` steps
+    before each (the last round may be shorter), ``patience`` rounds without improvement before
+    early stopping (None: never), ``total_steps`` in all."""
+
+    rounds: int
+    steps_per_round: int
+    total_steps: int
+    patience: int | None
+    windows_per_round: int
+    by_steps: bool
+
+
+def training_budget(tc, n_windows: int) -> Budget:
+    """The :class:`Budget` of a TrainConfig over ``n_windows`` training windows."""
+    if tc.steps:
+        rounds = math.ceil(tc.steps / tc.val_every)
+        patience_steps = tc.patience_steps if tc.patience_steps is not None else tc.steps // 4
+        patience = max(1, math.ceil(patience_steps / tc.val_every))
+        return Budget(rounds, tc.val_every, tc.steps, patience if tc.early_stopping else None,
+                      tc.val_every * tc.batch_size, True)  # fmt: skip
+    per_epoch = min(n_windows, tc.max_train_windows or n_windows)
+    steps = math.ceil(per_epoch / tc.batch_size)
+    return Budget(tc.epochs, steps, tc.epochs * steps, tc.patience if tc.early_stopping else None, per_epoch, False)
+
+
+def stream_indices(n: int, start: int, stop: int, seed: int) -> torch.Tensor:
+    """Positions ``start .. stop - 1`` of a stream of window indices that concatenates seeded
+    permutations of ``range(n)`` (pass p: permutation seeded by (seed, p)): every window once per
+    pass, in a new order each pass, the same stream after a resume."""
+    if stop <= start:
+        return torch.zeros(0, dtype=torch.long)
+    first, last = start // n, (stop - 1) // n
+    parts = [torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + 7_919 + p))
+             for p in range(first, last + 1)]  # fmt: skip
+    return torch.cat(parts)[start - first * n : stop - first * n]
+
+
+def round_indices(tc, budget: Budget, n: int, rnd: int, step: int, gen: torch.Generator) -> torch.Tensor:
+    """Window indices of one round (epoch): a seeded permutation capped at ``max_train_windows`` per
+    epoch, or, with a step budget, the round's positions of the shuffled stream."""
+    if not budget.by_steps:
+        return torch.randperm(n, generator=gen)[: budget.windows_per_round]
+    steps = min(budget.steps_per_round, budget.total_steps - step)
+    return stream_indices(n, step * tc.batch_size, (step + steps) * tc.batch_size, tc.seed)
 
 
 def train_model(
@@ -132,7 +196,7 @@ def train_model(
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     state = {
         "epoch": 0, "step": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0,
-        "lr_factor": 1.0, "lr_bad_epochs": 0, "seconds": 0.0,
+        "lr_factor": 1.0, "lr_bad_epochs": 0, "seconds": 0.0, "best_step": 0,
     }  # fmt: skip
     if run.last_path.exists():  # resume after a crash
         ckpt = load_checkpoint(run.last_path)
@@ -143,9 +207,9 @@ def train_model(
         kept = [r for r in run.read_log() if r["epoch"] <= state["epoch"]]  # drop a crashed epoch's line
         run.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     windows, nodes = exp.train.windows, exp.train.stations
-    n_windows = min(len(windows), tc.max_train_windows or len(windows))
-    steps_per_epoch = math.ceil(n_windows / tc.batch_size)
-    model.set_training_budget(tc.epochs * steps_per_epoch)
+    budget = training_budget(tc, len(windows))
+    n_windows, steps_per_epoch = budget.windows_per_round, budget.steps_per_round
+    model.set_training_budget(budget.total_steps)
     task = exp.task_obj
     batcher = StationBatcher(exp)  # train.subgraph_size: windows cut for the batch's stations only
     initial_path = run.path / "initial.pt"
@@ -154,13 +218,15 @@ def train_model(
         state["initial_val"] = validate(model, exp) if state["epoch"] == 0 else float("inf")
         if main:
             atomic_torch_save({"model": model.state_dict(), "epoch": 0, "val_mae": state["initial_val"]}, initial_path)
-    while state["epoch"] < tc.epochs and state["bad_epochs"] < tc.patience:
+    while state["epoch"] < budget.rounds and (budget.patience is None or state["bad_epochs"] < budget.patience):
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
         model.train()
-        order = torch.randperm(len(windows), generator=gen)[:n_windows]
+        order = round_indices(tc, budget, len(windows), epoch, state["step"], gen)
         t0, total, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(order.split(tc.batch_size), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False, disable=not progress)
+        what = "round" if budget.by_steps else "epoch"
+        bar = tqdm(order.split(tc.batch_size), desc=f"{what} {epoch + 1}/{budget.rounds}", leave=False,
+                   disable=not progress)  # fmt: skip
         for idx in bar:
             for group in opt.param_groups:
                 group["lr"] = tc.lr * _lr_factor(tc, state["step"], epoch, state["lr_factor"])
@@ -188,7 +254,7 @@ def train_model(
             state.update(lr_factor=state["lr_factor"] * 0.5, lr_bad_epochs=0)
         state["seconds"] += time.perf_counter() - t0
         if val_mae < state["best_val"]:
-            state.update(best_val=val_mae, best_epoch=epoch + 1)
+            state.update(best_val=val_mae, best_epoch=epoch + 1, best_step=state["step"])
             if main:
                 atomic_torch_save({"model": model.state_dict(), "epoch": epoch + 1, "val_mae": val_mae}, run.best_path)
         if main:
@@ -216,23 +282,30 @@ def train_model(
             on_epoch_end(epoch + 1)
     if state["initial_val"] < state["best_val"]:  # training never beat it
         if main:
-            initial_path.replace(run.best_path)
-        state.update(best_val=state["initial_val"], best_epoch=0)
+            shutil.copyfile(initial_path, run.best_path)
+        state.update(best_val=state["initial_val"], best_epoch=0, best_step=0)
     distributed.barrier()
     log = run.read_log()
     if main:
-        initial_path.unlink(missing_ok=True)
+        if not tc.score_initial:  # else the run scores it on test, then removes it
+            initial_path.unlink(missing_ok=True)
         write_learning_curve(log, run.path, title=f"{exp.cfg.model.name} / {exp.cfg.data.task}")
-    converged = state["bad_epochs"] >= tc.patience
+    early = budget.patience is not None and state["bad_epochs"] >= budget.patience
+    gain = 1 - state["best_val"] / state["initial_val"] if 0 < state["initial_val"] < float("inf") else None
     return {
         **state,
         "epochs_run": len(log),
         "steps": state["step"],
+        "best_step": state.get("best_step", 0),
+        "budget": "steps" if budget.by_steps else "epochs",
+        "budget_steps": budget.total_steps,
         "steps_per_epoch": steps_per_epoch,
         "windows_per_epoch": n_windows,
         "train_windows": len(windows),
-        "converged": bool(converged),
-        "stopped": "early stopping" if converged else "epoch cap",
+        "converged": bool(early),  # early stopping fired (the validation score stopped improving)
+        "stopped": "early stopping" if early else ("step budget" if budget.by_steps else "epoch cap"),
+        "val_gain_over_initial": gain,
+        "steps_per_second": state["step"] / state["seconds"] if state["seconds"] else 0.0,
         "wall_seconds": state["seconds"],
         "seconds_per_epoch": float(np.mean([r["epoch_seconds"] for r in log])) if log else 0.0,
         "windows_per_second": float(np.mean([r["windows_per_second"] for r in log])) if log else 0.0,

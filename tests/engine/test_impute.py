@@ -41,18 +41,27 @@ def aqi36_slice(aqi36):
 def test_evaluation_cells_are_not_inputs(aqi36_slice):
     exp = prepare_experiment(impute_cfg(), aqi36_slice)
     ev = aqi36_slice.eval_mask
-    assert ev.any() and not (exp.data.mask & ev).any()  # removed from what models see
-    assert (exp.data.values[ev] == 0).all() and np.array_equal(exp.truth_mask, ev)
+    train = exp.periods.period("train")[:, None, None]
+    assert (ev & ~train).any() and not (exp.data.mask & ev & ~train).any()  # val/test: removed from inputs
+    assert exp.data.mask[ev & train].all()  # the published out-of-sample setting: train months' cells are data
+    assert np.array_equal(exp.data.values[ev & train], aqi36_slice.values[ev & train])
+    assert (exp.data.values[ev & ~train] == 0).all() and np.array_equal(exp.truth_mask, ev)
+    strict = impute_cfg()
+    strict.split.impute_training = "out-of-sample-strict"
+    assert not (prepare_experiment(strict, aqi36_slice).data.mask & ev).any()
     assert np.array_equal(exp.truth_values[ev], aqi36_slice.values[ev])  # the truth keeps them
     assert len(exp.split.train) == 36 and not exp.split.test
 
 
 @pytest.mark.parametrize("model", ["idw", "knn", "persistence", "ignnk"])
 def test_poisoned_evaluation_cells_change_nothing_but_the_score(tmp_path, aqi36_slice, model):
-    ev = aqi36_slice.eval_mask
+    """The test months' evaluation cells reach nothing (the train months' are training data in the
+    published out-of-sample setting, and the val months' are what validation scores)."""
+    test = prepare_experiment(impute_cfg(model), aqi36_slice).periods.period("test")[:, None, None]
+    ev = aqi36_slice.eval_mask & test
     values = aqi36_slice.values.copy()
     values[ev] = 1e9
-    poisoned = replace(aqi36_slice, values=values, eval_mask=ev.copy())
+    poisoned = replace(aqi36_slice, values=values, eval_mask=aqi36_slice.eval_mask.copy())
     cfg = impute_cfg(model)
     run_a, ma = run_experiment(cfg, tmp_path, name="clean", data=aqi36_slice, progress=False)
     run_b, mb = run_experiment(cfg, tmp_path, name="poisoned", data=poisoned, progress=False)
@@ -107,11 +116,14 @@ def test_average_overlapping_windows_by_hand():
     # two windows of 3 steps starting at t=0 and t=1 over one station: steps 1 and 2 overlap
     pred = torch.tensor([[1.0, 2.0, 3.0], [5.0, 6.0, 7.0]]).view(2, 3, 1, 1)
     true = torch.tensor([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]]).view(2, 3, 1, 1)
-    mask = torch.tensor([[True, True, False], [True, False, True]]).view(2, 3, 1, 1)
+    mask = torch.tensor([[True, True, True], [True, False, True]]).view(2, 3, 1, 1)
     p, t, m = average_overlapping_windows(pred, true, mask, torch.tensor([0, 1]))
-    assert p.flatten().tolist() == [1.0, 3.5, 4.5, 7.0]  # t=1: (2 + 5) / 2, t=2: (3 + 6) / 2
+    # t=1: (2 + 5) / 2; t=2: only the first window scores it (the second leaves it out): 3
+    assert p.flatten().tolist() == [1.0, 3.5, 3.0, 7.0]
     assert t.flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
-    assert p.shape == (1, 4, 1, 1) and m.flatten().tolist()[0] and m.flatten().tolist()[3]
+    assert p.shape == (1, 4, 1, 1) and m.flatten().tolist() == [True, True, True, True]
+    none = torch.zeros_like(mask)
+    assert not average_overlapping_windows(pred, true, none, torch.tensor([0, 1]))[2].any()
 
 
 def test_hidden_cells_come_as_gaps_of_the_block_length():

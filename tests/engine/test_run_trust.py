@@ -141,8 +141,9 @@ def test_a_resume_under_another_code_commit_is_refused(tmp_path, data):
     save_config(cfg, run.config_path)
     from stgraph.engine.run_identity import data_checksums, make_identity
 
-    run.write_json("identity.json", make_identity(cfg, data_checksums(data), {"git_commit": "0" * 40}))
-    with pytest.raises(RunIdentityError, match="code commit 0000000000"):
+    env = {"git_commit": "0" * 40, "code_tree": "1" * 40}
+    run.write_json("identity.json", make_identity(cfg, data_checksums(data), env))
+    with pytest.raises(RunIdentityError, match="another version of the stgraph code"):
         run_experiment(cfg, tmp_path, data=data, progress=False)
 
 

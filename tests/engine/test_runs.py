@@ -9,6 +9,8 @@ from stgraph.engine import runs
 from stgraph.engine.runs import RunDir, atomic_torch_save, environment_record
 
 ENV_KEYS = {
+    "code_tree",
+    "code_dirty",
     "python",
     "platform",
     "torch",
@@ -33,6 +35,7 @@ def test_environment_record():
     assert set(rec) == ENV_KEYS
     assert re.fullmatch(r"[0-9a-f]{40}", rec["git_commit"])
     assert isinstance(rec["git_dirty"], bool)
+    assert re.fullmatch(r"[0-9a-f]{40}", rec["code_tree"]) and isinstance(rec["code_dirty"], bool)
     assert rec["seed"] == 3 and rec["knn_backend"] == "torch_cluster" and rec["device"] == "cpu"
     assert rec["torch"] == torch.__version__ and rec["stgraph"]
     assert isinstance(rec["torch_threads"], int)
@@ -44,6 +47,7 @@ def test_environment_record_outside_git(tmp_path, monkeypatch):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     rec = environment_record(seed=0, knn_backend="pyg", device="cuda")
     assert rec["git_commit"] is None and rec["git_dirty"] is None and rec["device"] == "cuda"
+    assert rec["code_tree"] is None and rec["code_dirty"] is None
 
 
 def test_rundir_paths_and_reuse(tmp_path):

@@ -134,9 +134,12 @@ class Task:
         """Station roles; ``make_split()`` builds them from the config."""
         return make_split()
 
-    def sparse_view(self, view: StationData, split: StationSplit, cfg) -> tuple[StationData, SparsePattern | None]:
-        """Once the station roles exist: (the data models may see, the sparse pattern removed from
-        it, or None). ``cfg``: the ExperimentConfig. Default: unchanged, no pattern."""
+    def sparse_view(
+        self, view: StationData, split: StationSplit, cfg, periods: TimeSplit
+    ) -> tuple[StationData, SparsePattern | None]:
+        """Once the station roles and time periods exist: (the data models may see, the sparse
+        pattern removed from it, or None). ``cfg``: the ExperimentConfig. Default: unchanged, no
+        pattern."""
         return view, None
 
     def roles(self, split: StationSplit, data: StationData, role: str) -> tuple[np.ndarray, np.ndarray]:

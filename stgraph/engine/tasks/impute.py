@@ -63,11 +63,26 @@ class Impute(Task):
     scores_roles = False  # every station is visible; the evaluation cells are scored
 
     def model_view(self, view: StationData) -> tuple[StationData, np.ndarray]:
-        return in_sample_view(view)
+        out, self.eval_cells = in_sample_view(view)
+        self.eval_values = view.values  # the truth, for the training period's cells (sparse_view)
+        return out, self.eval_cells
+
+    def sparse_view(self, view: StationData, split: StationSplit, cfg, periods: TimeSplit):
+        """``out-of-sample`` (the published setting: GRIN's ``run_imputation.py`` sets
+        ``mask[train] |= eval_mask[train]``; CSDI and PriSTI train on the training months' ground
+        values): the evaluation cells of the *train* period are observed training data. The val and
+        test periods' evaluation cells stay out of every input, as in the other two modes
+        (``out-of-sample-strict``: withheld in the train period too; ``in-sample``: training over
+        every step without any evaluation cell)."""
+        if cfg.split.impute_training != "out-of-sample":
+            return view, None
+        restore = self.eval_cells & periods.period("train")[:, None, None]  # (T, N, C)
+        values = np.where(restore, self.eval_values, view.values)
+        return replace(view, values=values, mask=view.mask | restore), None
 
     def training_periods(self, periods: TimeSplit, split_cfg) -> TimeSplit:
-        """``out-of-sample`` (default): the train period. ``in-sample`` (GRIN's other mode): every
-        step, test months included; the evaluation cells are out of every input either way."""
+        """``out-of-sample`` and ``out-of-sample-strict``: the train period. ``in-sample`` (GRIN's
+        other mode): every step, test months included, without evaluation cells."""
         if split_cfg.impute_training != "in-sample":
             return periods
         everything = np.ones(len(periods.train), dtype=bool)

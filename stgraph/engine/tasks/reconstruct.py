@@ -52,7 +52,9 @@ class Reconstruct(Task):
     aligned = True
     extra_groups = ("removed",)
 
-    def sparse_view(self, view: StationData, split: StationSplit, cfg) -> tuple[StationData, SparsePattern]:
+    def sparse_view(
+        self, view: StationData, split: StationSplit, cfg, periods=None
+    ) -> tuple[StationData, SparsePattern]:
         """(the data without the pattern's cells, the pattern drawn over the train-role stations)."""
         sc, dc = cfg.split, cfg.data
         if dc.anchor_channels:
