@@ -29,6 +29,8 @@ exactly ``a``, also after ``reset_parameters()``):
   opens. With ``anchor: none`` there is no scale: ``t = kNN(values)``, the layer starting as IDW
   of power ``idw_power`` over the k nearest (the paper's model), and ``g = sigmoid(mlp(...))``.
 
+With the anchor on, ``keep_observed`` (default) outputs the visible stations' observed input cells
+unchanged in the aligned tasks (:func:`~stgraph.models.anchors.keep_observed`).
 The paper's configuration is ``anchor: none, pooling: mean, src_knn: false`` (it defines
 forecasting only). Deviations from the paper named here: the anchor residual, the last-step and
 attention pooling, the station-to-station kNN with its gate, the residual and LayerNorm around
@@ -43,7 +45,7 @@ import torch
 from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
-from stgraph.models.anchors import anchor_prediction, lerp_in_time, resolve_anchor
+from stgraph.models.anchors import anchor_prediction, keep_observed, lerp_in_time, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.readout import idw_readout
 from stgraph.nn.encoder import LSTMAttentionEncoder
@@ -65,6 +67,7 @@ class AQNetParams:
     pooling: str = "last+attention"  # mean | last | attention | last+attention (forecast head input)
     anchor: str = "auto"  # zero-init residual over anchors.anchor_prediction; "none": from scratch
     src_knn: bool = True  # visible stations also estimated from their neighbours (self excluded)
+    keep_observed: bool = True  # anchored, aligned tasks: observed input cells pass through (anchors.keep_observed)
 
 
 @dataclass
@@ -223,6 +226,8 @@ class AQNet(_AQNetBase):
             if self.src_scale is not None:
                 g = self.src_scale * g
             y_src = y_src + g * (_unflat(near, h) - y_src)
+        if self.anchored and self.params.keep_observed:
+            y_src = keep_observed(Prediction(y_src, y_src[:, :, :0]), batch, self.sizes).src
         if batch.pos_tgt.size(0) == 0:
             return Prediction(y_src, y_src.new_zeros(b, h, 0, c))
         estimates = self._from_neighbours(z, self._sent(y_src, batch), batch, False)

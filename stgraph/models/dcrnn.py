@@ -33,7 +33,9 @@ Issue-8 changes, each switchable back to the paper:
   untrained model is its anchor. In the decoder, each step's output is ``anchor_t + readout(h_t)``
   and that full prediction is what is fed back (the same quantity as the truth fed by teacher
   forcing); the GO symbol is the anchor's first step (each node's latest value, or its IDW
-  estimate) instead of the paper's zeros.
+  estimate) instead of the paper's zeros. ``keep_observed`` (default True with an anchor): in the
+  aligned tasks the visible stations' observed input cells are output unchanged
+  (:func:`~stgraph.models.anchors.keep_observed`).
 * ``masked_mean`` (default True; False = the paper): the first encoder layer diffuses its input
   with the masked transitions (:mod:`stgraph.nn.diffusion_conv`): a node averages the values of
   its *observed* neighbours, renormalised over their weights, instead of counting missing and
@@ -54,7 +56,7 @@ import torch
 from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
-from stgraph.models.anchors import anchor_prediction, resolve_anchor
+from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs, union_observed
 from stgraph.nn.dcgru import DCGRUCell
@@ -74,6 +76,7 @@ class DCRNNParams:
     dropout: float = 0.0  # between stacked layers and before the readout
     anchor: str = "auto"  # residual over anchors.anchor_prediction; "none": from scratch (the paper)
     masked_mean: bool = True  # input diffusion averages observed neighbours only; False: the paper
+    keep_observed: bool = True  # anchored, aligned tasks: observed input cells pass through (anchors.keep_observed)
 
 
 PAPER_DECAY_STEPS = 2000.0  # the official METR-LA value: the auto scale until the budget is known
@@ -203,7 +206,9 @@ class DCRNN(StationModel):
             fwd, _ = self._encode(self.encoder, seq, sup, observed)
             bwd, _ = self._encode(self.encoder_bwd, seq.flip(1), sup, None if observed is None else observed.flip(1))
             y = self.readout(self.drop(torch.cat([fwd, bwd.flip(1)], dim=-1)))  # (N, W, B, C_out)
-            return split_outputs(base + y.permute(2, 1, 0, 3), n_src)
+            pred = split_outputs(base + y.permute(2, 1, 0, 3), n_src)
+            anchored = resolve_anchor(p.anchor, self.sizes.task) != "none"
+            return keep_observed(pred, batch, self.sizes) if anchored and p.keep_observed else pred
 
         _, states = self._encode(self.encoder, seq, sup, observed)
         teacher = self.training and p.use_curriculum and batch.y_src is not None

@@ -37,7 +37,11 @@ Deviations from the paper and official code:
   with the masked transitions (:mod:`stgraph.nn.diffusion_conv`): a node averages its *observed*
   neighbours' values (weights renormalised over them) instead of counting hidden ones as zeros.
   With ``inputs="all"`` the mask features are observed everywhere. The hidden layers keep the
-  ordinary transitions (every node has hidden features).
+  ordinary transitions (every node has hidden features);
+* ``keep_observed`` (default True, anchored models only; False = the paper's output everywhere):
+  in krige / impute the visible stations' observed input cells are output unchanged, the
+  residual acts where values are missing (:func:`~stgraph.models.anchors.keep_observed`: without
+  it the kept cells' L1 loss pins the residual at zero).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stgraph.models.anchors import anchor_prediction, resolve_anchor
+from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs, union_observed
 from stgraph.nn.diffusion_conv import DiffusionConv, DiffusionSupports
@@ -64,6 +68,7 @@ class IGNNKParams:
     inputs: str = "target"  # "target": the window of the target channel(s) (paper); "all": every channel + masks
     anchor: str = "auto"  # residual over anchors.anchor_prediction; "none": from scratch (the paper)
     masked_mean: bool = True  # first layer averages observed neighbours only; False: the paper
+    keep_observed: bool = True  # aligned tasks: observed input cells pass through (anchors.keep_observed)
 
 
 def node_features(
@@ -135,4 +140,5 @@ class IGNNK(StationModel):
         y = self.gnn3(h2, supports=sup)  # (B, N, H * C_out), step-major
         y = y.view(b, n, self.sizes.horizon, self.sizes.out_channels).permute(0, 2, 1, 3)
         anchor = anchor_prediction(batch, self.sizes, p.anchor)
-        return split_outputs(torch.cat([anchor.src, anchor.tgt], dim=2).to(y.dtype) + y, n_src)
+        pred = split_outputs(torch.cat([anchor.src, anchor.tgt], dim=2).to(y.dtype) + y, n_src)
+        return keep_observed(pred, batch, self.sizes) if p.keep_observed and self.anchored else pred

@@ -30,7 +30,9 @@ aggregation is applied to it; the mask channels let Θ learn how much to trust e
 
 Anchoring (``anchor``, default ``auto``): the output is a zero-initialised residual over
 ``anchors.anchor_prediction`` (last value for forecasts, masked IDW at targets, ``lerp-knn`` in
-imputation), so the untrained model *is* its anchor. ``anchor="none"`` with
+imputation), so the untrained model *is* its anchor; ``keep_observed`` (default) outputs the
+visible stations' observed input cells unchanged in the aligned tasks
+(:func:`~stgraph.models.anchors.keep_observed`). ``anchor="none"`` with
 ``anchor_input=False`` and ``dilation=1`` is the faithful (unanchored, undilated) model.
 
 - ``forecast``: temporal convolutions are 'valid' and undilated (each shortens the window by
@@ -68,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
-from stgraph.models.anchors import anchor_prediction, resolve_anchor
+from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs
 from stgraph.nn.cheb_conv import ChebConv, scaled_laplacian
@@ -87,6 +89,7 @@ class STGCNParams:
     dilation: int = 2  # krige/impute: temporal conv j is dilated by dilation**j (1: the paper's)
     anchor: str = "auto"  # residual over anchors.anchor_prediction; "none": predict from scratch
     anchor_input: bool = True  # feed the anchor's estimate of the target channels as an input channel
+    keep_observed: bool = True  # anchored, aligned tasks: observed input cells pass through (anchors.keep_observed)
 
 
 def temporal_reach(kt: int, num_blocks: int, dilation: int) -> tuple[int, int]:
@@ -288,4 +291,6 @@ class STGCN(StationModel):
         pred = split_outputs(y, n_src)
         if anchor is not None:
             pred = Prediction(pred.src + anchor.src, pred.tgt + anchor.tgt)
+            if self.params.keep_observed:
+                pred = keep_observed(pred, batch, self.sizes)
         return pred

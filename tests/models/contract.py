@@ -76,13 +76,16 @@ def check_contract(name: str, hparams: dict, task: str, *, overfit: bool = True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     every = torch.ones_like(y, dtype=torch.bool)
-    terms = [("src", y[:, :, :5], every[:, :, :5], 1.0), ("tgt", y[:, :, 5:], every[:, :, 5:], 1.0)]
+    # aligned tasks: the visible stations' cells to estimate are the missing ones (anchored models
+    # output their observed input cells unchanged: anchors.keep_observed)
+    free = ~batch.x_mask[..., :1] if sizes.aligned else every[:, :, :5]
+    terms = [("src", y[:, :, :5], free, 1.0), ("tgt", y[:, :, 5:], every[:, :, 5:], 1.0)]
     for _ in range(150 if overfit else 5):
         if model.has_training_loss:  # its own objective on the same cells (a diffusion model's noise prediction)
             loss = model.training_loss(batch, terms, lambda p, t, m: ((p - t) ** 2 * m).sum() / m.sum())
         else:
             p = model(batch)
-            loss = ((p.src - y[:, :, :5]) ** 2).mean()
+            loss = ((p.src - y[:, :, :5]) ** 2 * free).sum() / free.sum()
             if model.learns_interpolation:  # otherwise targets are a fixed readout of the visible predictions
                 loss = loss + ((p.tgt - y[:, :, 5:]) ** 2).mean()
         opt.zero_grad()
