@@ -45,6 +45,7 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
         folder = parent / name
         metrics = json.loads((folder / "metrics.json").read_text())
         bench = json.loads((folder / BENCH_FILE).read_text())
+        env = _env(folder)
         hidden = metrics["test"]["hidden"]
         key = {"task": spec.task, "model": spec.model, "fold": spec.fold, "seed": spec.seed}
         training = metrics.get("training") or {}
@@ -71,8 +72,8 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
                 "stopped": training.get("stopped", ""),
                 "val_gain": training.get("val_gain_over_initial"),
                 "test_gain": training.get("test_gain_over_initial"),
-                "git_commit": _env(folder).get("git_commit"),
-                "git_dirty": _env(folder).get("git_dirty"),
+                "git_commit": env.get("git_commit"),
+                "git_dirty": env.get("git_dirty"),
                 # parameter-free models have nothing to converge; trained ones must stop early
                 "converged": bool(training.get("converged", True)) if "epochs_run" in training else True,
                 **{f"mae@{k}": v["mae"] for k, v in (hidden.get("at_steps") or {}).items()},

@@ -94,6 +94,10 @@ def evaluate_model(
     }
     if getattr(model, "last_k_estimates", None) and len(model.last_k_estimates) > 1:
         metrics["k_eval"] = sorted(model.last_k_estimates)
+    initial = metrics["training"].get("initial_test")
+    if initial:  # the gain of the trained model over its untrained self (its anchor) on test
+        best = metrics["test"]["hidden"]["overall"]["mae"]
+        metrics["training"]["test_gain_over_initial"] = 1 - best / initial["mae"] if initial["mae"] else None
     if final:
         run.save_predictions(**arrays)
         run.write_json("metrics.json", metrics)
@@ -108,7 +112,7 @@ EVALUATION_PREDICTIONS = "evaluation_predictions.npz"
 
 
 @functools.lru_cache(maxsize=1)
-def code_commit() -> str | None:
+def code_version() -> str | None:
     """The version of the code this process runs: the git tree of the ``stgraph`` package (else the
     commit), read once: the code loaded at start."""
     env = environment_record(seed=0, knn_backend="")
@@ -121,8 +125,8 @@ def check_identity(run: RunDir, cfg: ExperimentConfig, checksums: dict | None) -
     on its ``config.yaml``."""
     finished = run.is_finished()
     if run.identity_path.exists():
-        commit = code_commit() if not finished else None
-        compare(run.path, run.read_json(IDENTITY_FILE), cfg, checksums, commit, finished=finished)
+        code = code_version() if not finished else None
+        compare(run.path, run.read_json(IDENTITY_FILE), cfg, checksums, code, finished=finished)
     elif run.config_path.exists():
         check_config(run.path, flat_config(load_config(run.config_path)), cfg)
 
@@ -175,14 +179,7 @@ def _run_locked(cfg: ExperimentConfig, run: RunDir, data: StationData | None, pr
         model.load_state_dict(load_checkpoint(run.best_path)["model"])
     if not main:
         return run, {}
-    metrics = evaluate_model(model, exp, run, training)
-    initial = training.get("initial_test")
-    if initial:  # the gain of the trained model over its untrained self (its anchor) on test
-        best = metrics["test"]["hidden"]["overall"]["mae"]
-        training["test_gain_over_initial"] = 1 - best / initial["mae"] if initial["mae"] else None
-        metrics["training"] = training
-        run.write_json("metrics.json", metrics)
-    return run, metrics
+    return run, evaluate_model(model, exp, run, training)
 
 
 def score_initial(model, exp: Experiment, run: RunDir) -> dict:

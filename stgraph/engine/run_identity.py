@@ -165,10 +165,11 @@ def check_config(folder: Path, saved: dict[str, Any], cfg: ExperimentConfig) -> 
 
 def compare(
     folder: Path, identity: dict[str, Any], cfg: ExperimentConfig, checksums: dict[str, str] | None,
-    commit: str | None, *, finished: bool,
+    code_version: str | None, *, finished: bool,
 ) -> None:  # fmt: skip
-    """Refuse to reuse ``folder`` (identity ``identity``) for ``cfg`` on data ``checksums`` at code
-    ``commit``, per the rules in the module docstring. ``checksums=None``: not known, not compared."""
+    """Refuse to reuse ``folder`` (identity ``identity``) for ``cfg`` on data ``checksums`` at
+    ``code_version`` (the package's git tree; None: not compared), per the rules in the module
+    docstring. ``checksums=None``: not known, not compared."""
     check_config(folder, identity.get("config", {}), cfg)
     if checksums is not None and identity.get("data") and identity["data"] != checksums:
         old, new = identity["data"], checksums
@@ -182,9 +183,9 @@ def compare(
         raise RunIdentityError(f"{folder}: the run's data has changed since it started ({shown}); {_fresh(folder)}")
     code = identity.get("code") or {}
     saved = code.get("code_tree") or code.get("git_commit")
-    if not finished and saved and commit and saved != commit:
+    if not finished and saved and code_version and saved != code_version:
         raise RunIdentityError(
             f"{folder}: the run was started by another version of the stgraph code (package tree {saved[:10]}, "
-            f"commit {str(code.get('git_commit'))[:10]}; this is {commit[:10]}); resuming would mix checkpoints of "
-            f"two code versions; {_fresh(folder)}"
+            f"commit {str(code.get('git_commit'))[:10]}; this is {code_version[:10]}); resuming would mix "
+            f"checkpoints of two code versions; {_fresh(folder)}"
         )

@@ -173,7 +173,7 @@ def stream_indices(n: int, start: int, stop: int, seed: int) -> torch.Tensor:
     return torch.cat(parts)[start - first * n : stop - first * n]
 
 
-def round_indices(tc, budget: Budget, n: int, rnd: int, step: int, gen: torch.Generator) -> torch.Tensor:
+def round_indices(tc, budget: Budget, n: int, step: int, gen: torch.Generator) -> torch.Tensor:
     """Window indices of one round (epoch): a seeded permutation capped at ``max_train_windows`` per
     epoch, or, with a step budget, the round's positions of the shuffled stream."""
     if not budget.by_steps:
@@ -222,7 +222,7 @@ def train_model(
         epoch = state["epoch"]
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
         model.train()
-        order = round_indices(tc, budget, len(windows), epoch, state["step"], gen)
+        order = round_indices(tc, budget, len(windows), state["step"], gen)
         t0, total, seen = time.perf_counter(), 0.0, 0
         what = "round" if budget.by_steps else "epoch"
         bar = tqdm(order.split(tc.batch_size), desc=f"{what} {epoch + 1}/{budget.rounds}", leave=False,
