@@ -55,7 +55,7 @@ def cost_table(out: Path, runs: pd.DataFrame) -> list[str]:
         fmt = lambda v, f: "—" if v is None or v != v else format(v, f)  # noqa: E731
         trained = len(r) and r.epochs.notna().any() and int(r.epochs.iloc[0]) > 0
         epochs = f"{int(r.epochs.iloc[0])} (best {int(r.best_epoch.iloc[0])})" if trained else "—"
-        conv = ("yes" if bool(r.converged.iloc[0]) else "no: epoch cap") if trained else "—"
+        conv = ("still improving" if bool(r.still_improving.iloc[0]) else "no") if trained else "—"
         rows.append(f"| {task} | `{model}` | {fmt(rec.get('train_seconds'), '.0f')} | "
                     f"{fmt(rec.get('eval_seconds_per_window'), '.2f')} | {fmt(rec.get('peak_rss_gb'), '.2f')} | "
                     f"{epochs} | {conv} |")  # fmt: skip
@@ -66,9 +66,9 @@ def cost_table(out: Path, runs: pd.DataFrame) -> list[str]:
         "",
         "Training seconds (fit or gradient training), evaluation seconds per test window (for sampling models: "
         "their sampling time), peak resident memory of the run's worker process (data included), epochs run "
-        "(best epoch; 0 = the untrained model was kept), whether early stopping fired.",
+        "(best epoch; 0 = the untrained model was kept), whether the run spent its budget with its best validation in the last quarter (still improving).",
         "",
-        "| pattern | model | train s | eval s/window | peak GB | epochs | converged |",
+        "| pattern | model | train s | eval s/window | peak GB | epochs | still improving |",
         "|---|---|---:|---:|---:|---|---|",
         *rows,
         "",

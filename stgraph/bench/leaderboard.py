@@ -27,6 +27,33 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
     return cols
 
 
+STILL_IMPROVING_TAIL = 0.25  # best validation in the last quarter of a spent budget
+NEAR_ANCHOR = 0.01  # a learned row within 1 % of its untrained self
+
+
+def still_improving(training: dict) -> bool:
+    """True when a trained run spent its whole budget (no early stop) and its best validation came in
+    the budget's last quarter (in steps, or epochs for records without steps): more training would
+    likely have helped, so the row is not the model's level. Parameter-free models (no training
+    record) are never marked."""
+    if "epochs_run" not in training:
+        return False
+    if training.get("early_stopped", training.get("converged", False)):  # `converged`: older records
+        return False
+    steps, best = training.get("steps") or 0, training.get("best_step")
+    if not steps or best is None:
+        steps, best = training.get("epochs_run", 0), training.get("best_epoch", 0)
+    return bool(steps) and best >= (1 - STILL_IMPROVING_TAIL) * steps
+
+
+def near_anchor(training: dict) -> bool:
+    """True when a trained model's test error is within 1 % of the same model untrained (for an
+    anchored model, its anchor): training bought nothing that shows on test. Needs the run to have
+    scored its untrained model (``training.score_initial``); else False."""
+    gain = training.get("test_gain_over_initial")
+    return gain is not None and abs(gain) < NEAR_ANCHOR
+
+
 def _env(folder: Path) -> dict:
     path = folder / "env.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -74,8 +101,8 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
                 "test_gain": training.get("test_gain_over_initial"),
                 "git_commit": env.get("git_commit"),
                 "git_dirty": env.get("git_dirty"),
-                # parameter-free models have nothing to converge; trained ones must stop early
-                "converged": bool(training.get("converged", True)) if "epochs_run" in training else True,
+                "still_improving": still_improving(training),
+                "near_anchor": near_anchor(training),
                 **{f"mae@{k}": v["mae"] for k, v in (hidden.get("at_steps") or {}).items()},
             }
         )
@@ -108,7 +135,8 @@ def summarise(suite: Suite, runs: pd.DataFrame) -> pd.DataFrame:
                         "n": len(v),
                         "expected": expected,
                         "wall_seconds": float(sel["wall_seconds"].mean()) if len(sel) else np.nan,
-                        "not_converged": int((~sel["converged"].astype(bool)).sum()) if len(sel) else 0,
+                        "still_improving": int(sel["still_improving"].astype(bool).sum()) if len(sel) else 0,
+                        "near_anchor": int(sel["near_anchor"].astype(bool).sum()) if len(sel) else 0,
                     }
                 )
     table = pd.DataFrame(out)
@@ -134,8 +162,9 @@ def leaderboard_table(suite: Suite, table: pd.DataFrame, runs: pd.DataFrame) -> 
             r = r.iloc[0]
             best = "**" if r["rank"] == 1 else ""
             partial = "" if r.n == r.expected else f" [{r.n}/{r.expected}]"
-            nc = f" ⚠ not converged {r.not_converged}/{r.n}" if r.not_converged else ""
-            cells.append(f"{best}{r['mean']:.2f} ± {r['std']:.2f}{best} ({r['rank']}){partial}{nc}")
+            marks = f" ↗ {r.still_improving}/{r.n}" if r.still_improving else ""
+            marks += f" ≈ anchor {r.near_anchor}/{r.n}" if r.near_anchor else ""
+            cells.append(f"{best}{r['mean']:.2f} ± {r['std']:.2f}{best} ({r['rank']}){partial}{marks}")
         mine = runs[runs.model == model] if len(runs) else runs
         cells.append(f"{mine['wall_seconds'].mean():.1f}" if len(mine) else "—")
         cells.append(str(len(mine)))
@@ -165,11 +194,10 @@ def write_leaderboard(suite: Suite, out: str | Path) -> tuple[str, pd.DataFrame]
     md += "Hidden-station error in original units, mean ± std over station folds × seeds; (rank) per column, "
     md += "best in bold (COVERAGE90: closest to 0.90); CRPS and coverage of the 90 % interval for models that sample; "
     md += "REMOVED: a task's removed coarse cells (reconstruct); [n/N] marks a cell with unfinished runs; "
-    md += "⚠ not converged k/n: k of its runs stopped at "
-    md += (
-        "the epoch cap while still improving (early stopping never fired), so the number is not a result.\n\n"
-        + leaderboard_table(suite, table, runs)
-    )
+    md += "↗ k/n: k of its runs spent their whole training budget with their best validation in its last quarter "
+    md += "(still improving: more steps would likely lower the number); ≈ anchor k/n: k of its runs score within 1 % "
+    md += "of the same model untrained (for anchored models, their anchor), so training bought nothing on test.\n\n"
+    md += leaderboard_table(suite, table, runs)
     (out / "leaderboard.md").write_text(md, encoding="utf-8")
     table.to_csv(out / "leaderboard.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)

@@ -17,7 +17,7 @@ Every epoch draws its shuffling and hiding from a generator seeded by (seed, epo
 optimiser, schedule and global RNG state are checkpointed, so a run killed at any point and
 resumed from ``last.pt`` ends with the same weights as one never interrupted. The learning curve
 (train loss, validation MAE, learning rate per epoch) is written as ``learning_curve.csv`` and
-``.png``; the summary says whether the run converged (early stopping fired) or stopped at the cap.
+``.png``; the summary says whether early stopping fired (``early_stopped``) or the run spent its budget.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def train_model(
         "steps_per_epoch": steps_per_epoch,
         "windows_per_epoch": n_windows,
         "train_windows": len(windows),
-        "converged": bool(early),  # early stopping fired (the validation score stopped improving)
+        "early_stopped": bool(early),  # the validation score stopped improving for `patience` epochs
         "stopped": "early stopping" if early else ("step budget" if budget.by_steps else "epoch cap"),
         "val_gain_over_initial": gain,
         "steps_per_second": state["step"] / state["seconds"] if state["seconds"] else 0.0,

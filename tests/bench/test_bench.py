@@ -216,7 +216,7 @@ def test_leaderboard_adds_crps_coverage_and_extra_groups_only_where_reported():
             {"task": "krige", "model": "idw-p2", "mae": 1.2, "rmse": 2.2, "crps": 0.7, "coverage90": 0.99,
              "removed_mae": 3.0},
         ]
-    ).assign(wall_seconds=1.0, converged=True, fold=0, seed=0)
+    ).assign(wall_seconds=1.0, still_improving=False, near_anchor=False, fold=0, seed=0)
     assert metric_columns(runs) == ["mae", "rmse", "crps", "coverage90", "removed_mae"]
     table = summarise(s, runs).set_index(["task", "model", "metric"])
     cov = table.xs("coverage90", level="metric").loc["krige", "rank"]
@@ -224,3 +224,20 @@ def test_leaderboard_adds_crps_coverage_and_extra_groups_only_where_reported():
     assert table.loc[("krige", "aqnet", "crps"), "rank"] == 2
     assert ("krige", "aqnet", "removed_mae") not in table.index  # nothing reported: no cell
     assert table.loc[("krige", "idw-p2", "removed_mae"), "mean"] == 3.0
+
+
+def test_rows_are_marked_still_improving_or_near_their_anchor_from_the_training_record():
+    """↗ when a run spent its budget with its best validation in the last quarter; ≈ anchor when its
+    test error is within 1 % of the same model untrained; an early stop or a parameter-free model is
+    never marked, and records written before the rename (``converged``) are still read."""
+    from stgraph.bench.leaderboard import near_anchor, still_improving
+
+    spent = {"epochs_run": 10, "steps": 2000, "best_step": 1600, "early_stopped": False}
+    assert still_improving(spent)
+    assert not still_improving({**spent, "best_step": 1400})  # plateaued before the last quarter
+    assert not still_improving({**spent, "early_stopped": True})
+    assert not still_improving({})  # parameter-free: nothing to train
+    assert still_improving({"epochs_run": 4, "best_epoch": 4, "converged": False})  # older record, epochs
+    assert not still_improving({"epochs_run": 4, "best_epoch": 4, "converged": True})
+    assert near_anchor({"test_gain_over_initial": 0.008}) and near_anchor({"test_gain_over_initial": -0.0005})
+    assert not near_anchor({"test_gain_over_initial": 0.054}) and not near_anchor({})

@@ -150,19 +150,19 @@ def test_long_horizon_scores_daily_means(tmp_path):
     assert preds["pred"].shape[1] == 48  # predictions stay hourly; only the scores are daily
 
 
-def test_training_records_its_learning_curve_and_whether_it_converged(tmp_path):
+def test_training_records_its_learning_curve_and_whether_early_stopping_fired(tmp_path):
     data = synthetic_stations(num_nodes=10, num_steps=24 * 8, num_channels=2, seed=3)
     capped = tiny_cfg(epochs=2, patience=5)
     run, m = run_experiment(capped, tmp_path, name="capped", data=data, progress=False)
     t = m["training"]
-    assert t["epochs_run"] == 2 and not t["converged"] and t["stopped"] == "epoch cap"
+    assert t["epochs_run"] == 2 and not t["early_stopped"] and t["stopped"] == "epoch cap"
     assert t["steps"] == 2 * t["steps_per_epoch"] and t["wall_seconds"] > 0
     curve = (run.path / "learning_curve.csv").read_text().splitlines()
     assert curve[0].startswith("epoch,step,train_loss,val_mae_scaled,lr") and len(curve) == 3
     assert (run.path / "learning_curve.png").stat().st_size > 1000
     early = tiny_cfg(epochs=50, patience=1, lr=1e-9)  # no learning: early stopping fires at once
     _, m = run_experiment(early, tmp_path, name="early", data=data, progress=False)
-    assert m["training"]["converged"] and m["training"]["epochs_run"] < 50
+    assert m["training"]["early_stopped"] and m["training"]["epochs_run"] < 50
 
 
 def test_l1_is_the_default_loss_and_the_schedule_halves_on_plateau():
