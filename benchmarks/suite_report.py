@@ -131,9 +131,10 @@ def main() -> None:
         f"(run {args.workers} at a time); this invocation {elapsed:.0f} s (it only runs what is unfinished)",
         "",
         md.split("\n", 2)[2],  # the leaderboard without its title
-        "## Per-horizon error",
-        horizon_table(runs, suite),
     ]
+    horizons = horizon_table(runs, suite)
+    if horizons.strip():  # impute and krige rows have no horizons
+        lines += ["## Per-horizon error", horizons]
     if args.notes:
         lines += ["## Notes", "", Path(args.notes).read_text().strip(), ""]
     Path(args.result).write_text("\n".join(lines), encoding="utf-8")
