@@ -55,14 +55,15 @@ PRESETS = {
 }
 
 
-def budget_optimizer(base_cls, deadline: float, counter: dict):
+def budget_optimizer(base_cls, deadline: float, counter: dict, validated=lambda: True):
     """PyPOTS's optimiser wrapper ``base_cls``, counting its steps and interrupting training
     (``KeyboardInterrupt``, which PyPOTS's loop handles by keeping the best validated epoch) at the
-    first step once ``deadline`` (``time.perf_counter``) has passed."""
+    first step once ``deadline`` (``time.perf_counter``) has passed and ``validated()`` says an epoch
+    has been validated (PyPOTS refuses a fit without one; the overrun is recorded in minutes)."""
 
     class BudgetOptimizer(base_cls):
         def step(self, closure=None):
-            if time.perf_counter() > deadline:
+            if time.perf_counter() > deadline and validated():
                 raise KeyboardInterrupt("time budget spent")
             counter["steps"] += 1
             return super().step(closure)
@@ -139,11 +140,14 @@ def main(argv=None) -> int:
     n_steps, n_features = train_X.shape[1], train_X.shape[2]
     start = time.perf_counter()
     deadline = start + 60.0 * args.minutes
+    holder = {}
+    validated = lambda: getattr(holder.get("peer"), "best_model_dict", None) is not None  # noqa: E731
     peer = cls(
         n_steps=n_steps, n_features=n_features, batch_size=args.batch_size, epochs=100_000, patience=None,
-        optimizer=budget_optimizer(Adam, deadline, counter)(lr=args.lr), device="cpu",
+        optimizer=budget_optimizer(Adam, deadline, counter, validated)(lr=args.lr), device="cpu",
         verbose=False, **PRESETS[args.model],
     )
+    holder["peer"] = peer
     t0 = time.perf_counter()
     peer.fit({"X": train_X}, {"X": val_X, "X_ori": val_ori})
     train_s = time.perf_counter() - t0
