@@ -66,7 +66,8 @@ def cost_table(out: Path, runs: pd.DataFrame) -> list[str]:
         "",
         "Training seconds (fit or gradient training), evaluation seconds per test window (for sampling models: "
         "their sampling time), peak resident memory of the run's worker process (data included), epochs run "
-        "(best epoch; 0 = the untrained model was kept), whether the run spent its budget with its best validation in the last quarter (still improving).",
+        "(best epoch; 0 = the untrained model was kept), whether the run spent its budget with its best "
+        "validation in the last quarter (still improving).",
         "",
         "| pattern | model | train s | eval s/window | peak GB | epochs | still improving |",
         "|---|---|---:|---:|---:|---|---|",
