@@ -39,7 +39,6 @@ class Protocol:
             restored: the official out-of-sample setting), NaN where unobserved.
         val_x: (B', W, N) standardised validation inputs, NaN where unobserved.
         val_truth: (B', W, N) standardised validation evaluation cells, NaN elsewhere.
-        max_val_windows: how many evenly spaced validation windows (the suite's setting).
     """
 
     exp: Experiment
@@ -47,7 +46,6 @@ class Protocol:
     train_x: np.ndarray
     val_x: np.ndarray
     val_truth: np.ndarray
-    max_val_windows: int | None
 
 
 def as_array(windows, channel: int) -> np.ndarray:
@@ -68,7 +66,7 @@ def load_protocol(suite_path: str) -> Protocol:
     ch = int(exp.targets[0])
     cap = spec.config.train.max_val_windows
     val_in, val_truth = exp.eval_windows("val", cap, scaled_truth=True)
-    return Protocol(exp, ch, as_array(exp.train.windows, ch), as_array(val_in, ch), as_array(val_truth, ch), cap)
+    return Protocol(exp, ch, as_array(exp.train.windows, ch), as_array(val_in, ch), as_array(val_truth, ch))
 
 
 class CallableAsStationModel(nn.Module):

@@ -42,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Deadline, code_version, load_protocol, save_record, score_peer  # noqa: E402
 
+from stgraph.engine.trainer import masked_l1  # noqa: E402  (tsl's MaskedMAE)
 from stgraph.graph.geo import haversine_km  # noqa: E402
+from stgraph.graph.weights import gaussian_kernel  # noqa: E402
 
 OFFICIAL = dict(hidden_size=64, ff_size=64, embedding_size=8, n_layers=1, kernel_size=2, decoder_order=1,
                 layer_norm=False, dropout=0.0, ff_dropout=0.0, merge_mode="mlp")  # fmt: skip
@@ -52,17 +54,11 @@ def gaussian_graph(lat: np.ndarray, lon: np.ndarray, threshold: float = 0.1) -> 
     """(edge_index (2, E), edge_weight (E,)): exp(-(d / θ)²) over all station pairs, θ = std of the
     distances, weights below ``threshold`` and self loops dropped (tsl's AirQuality similarity)."""
     d = haversine_km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
-    w = np.exp(-np.square(d / d.std()))
+    w = gaussian_kernel(torch.as_tensor(d), sigma_km=float(d.std())).numpy()  # θ over all pairs (np: ddof 0)
     w[w < threshold] = 0.0
     np.fill_diagonal(w, 0.0)
     src, dst = np.nonzero(w)
     return torch.as_tensor(np.stack([src, dst]), dtype=torch.long), torch.as_tensor(w[src, dst], dtype=torch.float32)
-
-
-def masked_mae(pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over ``mask`` (tsl's MaskedMAE)."""
-    m = mask.float()
-    return ((pred - y).abs() * m).sum() / m.sum().clamp_min(1.0)
 
 
 def main(argv=None) -> int:
@@ -133,7 +129,7 @@ def main(argv=None) -> int:
         x, m = train_x[idx], train_m[idx]
         keep = m & (torch.rand(m.shape) > args.whiten_prob)  # whitening (on_train_batch_start)
         imputation, predictions = model(x * keep, edge_index, edge_weight, mask=keep)
-        loss = masked_mae(imputation, x, m) + sum(masked_mae(p, x, m) for p in predictions)
+        loss = masked_l1(imputation, x, m) + sum(masked_l1(p, x, m) for p in predictions)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -161,7 +157,7 @@ def main(argv=None) -> int:
         "train_seconds": round(wall, 1),
         "steps": step,
         "ms_per_step": round(1000.0 * train_seconds / max(step, 1), 1),
-        "best_at": f"step {best_step}",
+        "best_at": f"step {best_step}" if best_state is not None else f"last step {step} (never validated)",
         "val_curve": curve,
         "mae": hid["overall"]["mae"],
         "rmse": hid["overall"]["rmse"],

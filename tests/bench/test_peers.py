@@ -32,7 +32,7 @@ def test_a_peer_is_scored_on_every_test_evaluation_cell_in_original_units(aqi36)
     cfg.train.max_eval_windows = None
     exp = prepare_experiment(cfg, data)
     proto = common.Protocol(exp, int(exp.targets[0]), np.zeros((1, 12, 36)), np.zeros((1, 12, 36)),
-                            np.zeros((1, 12, 36)), None)  # fmt: skip
+                            np.zeros((1, 12, 36)))  # fmt: skip
     hid = common.score_peer(proto, lambda x: np.full(x.shape, 0.5, dtype=np.float32))  # scaled 0.5 everywhere
     test = exp.periods.period("test")[:, None, None] & data.eval_mask
     cells = test[..., int(exp.targets[0])]  # (T, N)
