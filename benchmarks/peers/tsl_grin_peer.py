@@ -144,6 +144,11 @@ def main(argv=None) -> int:
             if v < best:
                 best, best_step = v, step
                 best_state = {k: t.clone() for k, t in model.state_dict().items()}
+    if step and step % args.val_every:  # the final state is a candidate too (a short budget may never validate)
+        v = validate()
+        curve.append((step, float(loss), v))
+        if v < best:
+            best, best_step, best_state = v, step, None  # the model as it stands
     if best_state is not None:
         model.load_state_dict(best_state)
     wall = deadline.elapsed()
@@ -157,7 +162,7 @@ def main(argv=None) -> int:
         "train_seconds": round(wall, 1),
         "steps": step,
         "ms_per_step": round(1000.0 * train_seconds / max(step, 1), 1),
-        "best_at": f"step {best_step}" if best_state is not None else f"last step {step} (never validated)",
+        "best_at": f"step {best_step} of {step} (validated every {args.val_every} and at the end)",
         "val_curve": curve,
         "mae": hid["overall"]["mae"],
         "rmse": hid["overall"]["rmse"],

@@ -90,6 +90,7 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
                 **{m: hidden["overall"][m] for m in METRICS},
                 **extra,
                 "count": hidden["overall"]["count"],
+                "samples": hidden["overall"].get("samples"),
                 "wall_seconds": bench["wall_seconds"],
                 "epochs": training.get("epochs_run", 0),
                 "best_epoch": training.get("best_epoch", 0),
@@ -150,7 +151,9 @@ def leaderboard_table(suite: Suite, table: pd.DataFrame, runs: pd.DataFrame) -> 
     """Markdown: one row per model, ``mean ± std (rank)`` per task × metric, wall time per run."""
     metrics = list(dict.fromkeys(table.metric)) if len(table) else list(METRICS)
     cols = [(t, m) for t in suite.tasks for m in metrics if ((table.task == t) & (table.metric == m)).any()]
-    head = ["model"] + [f"{t} {m.replace('_', ' ').upper()}" for t, m in cols] + ["wall s/run", "runs"]
+    sampled = len(runs) and "samples" in runs and runs["samples"].notna().any()  # a probabilistic row
+    head = ["model"] + [f"{t} {m.replace('_', ' ').upper()}" for t, m in cols] + ["samples"] * bool(sampled)
+    head += ["wall s/run", "runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for model in suite.models:
         cells = [f"`{model}`"]
@@ -166,6 +169,9 @@ def leaderboard_table(suite: Suite, table: pd.DataFrame, runs: pd.DataFrame) -> 
             marks += f" ≈ anchor {r.near_anchor}/{r.n}" if r.near_anchor else ""
             cells.append(f"{best}{r['mean']:.2f} ± {r['std']:.2f}{best} ({r['rank']}){partial}{marks}")
         mine = runs[runs.model == model] if len(runs) else runs
+        if sampled:  # how many samples the point estimate (median), CRPS and interval came from
+            counts = sorted({int(v) for v in mine["samples"].dropna()})
+            cells.append(" / ".join(map(str, counts)) if counts else "—")
         cells.append(f"{mine['wall_seconds'].mean():.1f}" if len(mine) else "—")
         cells.append(str(len(mine)))
         lines.append("| " + " | ".join(cells) + " |")

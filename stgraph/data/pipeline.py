@@ -48,15 +48,17 @@ def build_training_inputs(
     weight: str = "gaussian",
     backend: str | None = None,
     window_nodes: np.ndarray | None = None,
+    per_station_scaler: bool = False,
 ) -> TrainingInputs:
     """``window_nodes``: nodes to cut training windows from (default: the train-role stations); a
     protocol whose targets are seen in the train period (the grid protocol's fine cells) adds them.
-    The scaler and the graph always come from the train-role stations."""
+    The scaler and the graph always come from the train-role stations (``per_station_scaler``:
+    one mean and std per train-role station, see :class:`MaskedStandardScaler`)."""
     stations = split.indices(data, "train")
     period = time_split.period("train")
-    scaler = MaskedStandardScaler().fit(data, stations, period)
+    scaler = MaskedStandardScaler(per_station=per_station_scaler).fit(data, stations, period)
     nodes = stations if window_nodes is None else np.asarray(window_nodes)
-    scaled = scaler.transform_(data.values[:, nodes])  # (T, N_window, C): only these columns, one copy
+    scaled = scaler.transform_(data.values[:, nodes], nodes)  # (T, N_window, C): only these columns, one copy
     starts = window_starts(period, window, horizon, stride)
     windows = WindowDataset(scaled, data.mask[:, nodes], data.times, starts, window, horizon)
     graph = station_data_graph(data, k, stations=stations, weight=weight, backend=backend)

@@ -142,17 +142,21 @@ def period_time_split(
 
 
 def month_time_split(
-    times: np.ndarray, *, test_months=(3, 6, 9, 12), val_fraction: float = 0.1, gap: int = 0
+    times: np.ndarray, *, test_months=(3, 6, 9, 12), val_fraction: float = 0.1, gap: int = 0, val_months=()
 ) -> TimeSplit:
-    """Test = every step in ``test_months`` (AQI-36's standard months 3/6/9/12); val = the last
-    ``val_fraction`` of each contiguous non-test run; ``gap`` steps are left out on both sides of
-    each test run and between train and val."""
+    """Test = every step in ``test_months`` (AQI-36's standard months 3/6/9/12); val = every step
+    in ``val_months`` (CSDI: a held-out month) or, without them, the last ``val_fraction`` of each
+    contiguous non-test run; ``gap`` steps are left out on both sides of each test run and between
+    train and val."""
     month = pd.DatetimeIndex(times).month.to_numpy()
     test = np.isin(month, list(test_months))
+    if len(val_months):
+        val = np.isin(month, list(val_months)) & ~test
+        around = _dilate(test | val, gap)  # train keeps `gap` steps away from both
+        method = f"months{tuple(test_months)}, val months{tuple(val_months)}(gap={gap})"
+        return TimeSplit(train=~around, val=val, test=test, method=method)
     n = len(times)
-    blocked = test.copy()
-    if gap:  # dilate the test steps by `gap` on both sides
-        blocked = np.convolve(test.astype(np.int64), np.ones(2 * gap + 1, dtype=np.int64), mode="same") > 0
+    blocked = _dilate(test, gap)
     val = np.zeros(n, dtype=bool)
     free = ~blocked
     edges = np.diff(np.concatenate([[0], free.astype(np.int8), [0]]))
@@ -164,3 +168,10 @@ def month_time_split(
             val[e - n_val : e] = True
             train[max(s, e - n_val - gap) : e] = False
     return TimeSplit(train=train, val=val, test=test & ~val, method=f"months{tuple(test_months)}(gap={gap})")
+
+
+def _dilate(steps: np.ndarray, gap: int) -> np.ndarray:
+    """(T,) bool: ``steps`` widened by ``gap`` steps on both sides."""
+    if not gap:
+        return steps.copy()
+    return np.convolve(steps.astype(np.int64), np.ones(2 * gap + 1, dtype=np.int64), mode="same") > 0

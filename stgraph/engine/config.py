@@ -98,6 +98,10 @@ class DataConfig:
             sparse pattern) plus the grid's cells (fine cells: the targets). Unlike station
             ``reconstruct``, the fine cells' train-period values are training targets (unseen
             times, not unseen places); see :mod:`stgraph.engine.tasks.grid_reconstruct`. 0 = off.
+        scaler: ``channel`` (default): one mean and std per channel over the train-role stations'
+            train-period cells; ``station``: one per (station, channel) over each station's own
+            train-period cells (CSDI's and PriSTI's normalisation on AQI-36). ``impute`` only: a
+            hidden station has no training cells to take its statistics from.
     """
 
     dataset: str = "uci-beijing-12"
@@ -120,6 +124,7 @@ class DataConfig:
     anchor_channels: list[str] = field(default_factory=list)
     aggregate: Literal["none", "mean"] = "none"
     grid_coarsen: int = 0
+    scaler: Literal["channel", "station"] = "channel"
 
 
 @dataclass
@@ -139,6 +144,9 @@ class SplitConfig:
         time_test: Fraction of time steps used for testing.
         time_gap: Steps dropped between time blocks; None = window + horizon.
         test_months: Non-empty: month-based time split, these months (1-12) are test.
+        val_months: With ``test_months``: these months (1-12) are the validation period, whole
+            and removed from training (CSDI's held-out validation month), instead of the last
+            ``time_val`` of each run of training months. Empty = ``time_val``.
         impute_training: ``impute`` only. ``out-of-sample`` (the published setting of GRIN, SPIN,
             CSDI, PriSTI) trains on the train period only (AQI-36: months other than 3/6/9/12 and
             the val steps), its evaluation cells included as observed training data;
@@ -176,6 +184,7 @@ class SplitConfig:
     time_test: float = 0.2
     time_gap: int | None = None
     test_months: list[int] = field(default_factory=list)
+    val_months: list[int] = field(default_factory=list)
     impute_training: Literal["out-of-sample", "out-of-sample-strict", "in-sample"] = "out-of-sample"
     backcast: bool = False
     periods: dict[str, list[str]] = field(default_factory=dict)
@@ -551,9 +560,20 @@ def _check_values(cfg: ExperimentConfig, source: str) -> ExperimentConfig:
         raise ConfigError(f"{source}: split.fold: expected 0 <= fold < split.n_folds ({sp.n_folds}), got {sp.fold}")
     if sp.time_val + sp.time_test >= 1:
         raise ConfigError(f"{source}: split.time_val + split.time_test must be < 1, got {sp.time_val + sp.time_test}")
-    bad_months = [m for m in sp.test_months if not 1 <= m <= 12]
-    if bad_months:
-        raise ConfigError(f"{source}: split.test_months: months are 1-12, got {bad_months}")
+    for key, months in (("test_months", sp.test_months), ("val_months", sp.val_months)):
+        bad_months = [m for m in months if not 1 <= m <= 12]
+        if bad_months:
+            raise ConfigError(f"{source}: split.{key}: months are 1-12, got {bad_months}")
+    if sp.val_months and not sp.test_months:
+        raise ConfigError(f"{source}: split.val_months needs split.test_months (a month-based split)")
+    both = sorted(set(sp.val_months) & set(sp.test_months))
+    if both:
+        raise ConfigError(f"{source}: split.val_months and split.test_months share months {both}")
+    if dc.scaler == "station" and dc.task != "impute":
+        raise ConfigError(
+            f"{source}: data.scaler: 'station' needs data.task 'impute' (a hidden station has no training cells to "
+            f"take its own statistics from), got task '{dc.task}'"
+        )
     length = dc.horizon if dc.task == "forecast" else dc.window
     over = [s for s in dc.eval_steps or [] if not 1 <= s <= length]
     if over and not dc.daily:

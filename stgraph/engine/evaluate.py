@@ -37,12 +37,15 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     model.eval()
     inputs, truth = exp.eval_windows(period, exp.cfg.train.max_eval_windows)
     src, tgt = exp.roles(role)
-    mean = torch.as_tensor(exp.train.scaler.mean[exp.targets], dtype=torch.float32)
-    std = torch.as_tensor(exp.train.scaler.std[exp.targets], dtype=torch.float32)
+    scored_nodes = src if exp.task_obj.scores_visible else tgt
+    mean, std = unscaling(exp, scored_nodes)  # (C_out,) per channel, (N_role, C_out) per station
+    mean_v, std_v = unscaling(exp, src)
     extra = exp.task_obj.extra_groups
+    group_scale = {g: unscaling(exp, exp.task_obj.group_nodes(g, src, tgt)) for g in extra}
     keys = ("pred", "true", "mask", "pred_visible", "true_visible", "mask_visible", "start")
     out = {k: [] for k in keys + tuple(f"{k}_{g}" for g in extra for k in ("pred", "true", "mask"))}
     prob = {"crps": [], "quantiles": []}
+    num_samples = set()  # S of each batch's samples
     prob.update({f"{k}_{g}": [] for g in extra for k in ("crps", "quantiles")})
     bs = exp.cfg.train.batch_size * 4
     for idx in torch.arange(len(inputs)).split(bs):
@@ -52,23 +55,25 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         p, ys, ms = exp.scored(pred, y, m, src, tgt)
         samples = _scored_samples(exp, pred, y, m, src, tgt)
         if samples is not None:
+            num_samples.add(int(samples.shape[0]))
             _add_probabilistic(prob, "", samples * std + mean, ys, ms, exp.cfg.data.daily)
         out["pred"].append(p * std + mean)
         out["true"].append(ys)
         out["mask"].append(ms)
         yv, mv, _ = exp.out_window(w)  # visible stations: scored against their own inputs
-        out["pred_visible"].append(pred.src * std + mean)
-        out["true_visible"].append(yv[:, :, src] * std + mean)
+        out["pred_visible"].append(pred.src * std_v + mean_v)
+        out["true_visible"].append(yv[:, :, src] * std_v + mean_v)
         out["mask_visible"].append(mv[:, :, src] & covered.view(1, 1, -1, 1))
         out["start"].append(w.start)
         for g in extra:
             pg, yg, mg = exp.task_obj.scored_group(g, pred, y, m, src, tgt, w.start)
-            out[f"pred_{g}"].append(pg * std + mean)
+            mean_g, std_g = group_scale[g]
+            out[f"pred_{g}"].append(pg * std_g + mean_g)
             out[f"true_{g}"].append(yg)
             out[f"mask_{g}"].append(mg)
             if samples is not None:
                 sg = _scored_samples(exp, pred, y, m, src, tgt, group=g, start=w.start)
-                _add_probabilistic(prob, f"_{g}", sg * std + mean, yg, mg, exp.cfg.data.daily)
+                _add_probabilistic(prob, f"_{g}", sg * std_g + mean_g, yg, mg, exp.cfg.data.daily)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
     span = exp.cfg.data.window + exp._horizon
     if exp.task_obj.aligned and exp.cfg.data.eval_stride >= span:  # each cell once: the first window's
@@ -82,11 +87,23 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         for key, parts in prob.items():
             arrays[key] = torch.cat(parts, dim=1 if key.startswith("quantiles") else 0).numpy()
         arrays["quantile_levels"] = np.array(QUANTILE_LEVELS)
+        if len(num_samples) != 1:
+            raise ValueError(
+                f"model '{exp.cfg.model.name}' returned {sorted(num_samples)} samples in different batches"
+            )
+        arrays["num_samples"] = np.array(num_samples.pop())
     arrays["stations"] = exp.data.ids(src if exp.task_obj.scores_visible else tgt)
     arrays["stations_visible"] = exp.data.ids(src)
     for g in extra:
         arrays[f"stations_{g}"] = exp.data.ids(exp.task_obj.group_nodes(g, src, tgt))
     return arrays
+
+
+def unscaling(exp: Experiment, nodes) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) that take the target channels of ``nodes`` back to original units: (C_out,)
+    with a per-channel scaler, (N', C_out) with a per-station one (``data.scaler: station``)."""
+    mean, std = exp.train.scaler.stats(exp.targets, nodes)
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
 
 
 def _add_probabilistic(prob: dict, suffix: str, samples, ys, ms, daily: bool) -> None:
@@ -159,7 +176,8 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
 
     With a probabilistic model's ``crps``/``quantiles`` arrays, the hidden group's ``overall`` (and
     each extra group's, from ``crps_<group>``/``quantiles_<group>``) adds ``crps`` (mean per-cell
-    CRPS, original units), ``crps_norm`` (Σ CRPS / Σ |y|, the normalisation CSDI and PriSTI report)
+    CRPS, original units), ``samples`` (S, how many samples each cell's CRPS, quantiles and median
+    came from), ``crps_norm`` (Σ CRPS / Σ |y|, the normalisation CSDI and PriSTI report)
     and ``coverage90`` (share of cells whose truth lies in [q05, q95] of its samples). Aligned tasks
     merge them as the point estimates: a cell's CRPS and its 0/1 coverage are averaged over the
     windows that hold it, then averaged over cells."""
@@ -217,9 +235,10 @@ def _probabilistic_summary(
     hit_m, _, _ = task.merge_windows(hit, true, mask, start)
     n = int(cells.sum())
     if not n:
-        return {"crps": float("nan"), "crps_norm": float("nan"), "coverage90": float("nan")}
+        return {"samples": None, "crps": float("nan"), "crps_norm": float("nan"), "coverage90": float("nan")}
     total, scale = float(crps_m[cells].sum()), float(true_m[cells].double().abs().sum())
     return {
+        "samples": int(arrays["num_samples"]) if "num_samples" in arrays else None,
         "crps": total / n,
         "crps_norm": total / scale if scale > 0 else float("nan"),
         "coverage90": float(hit_m[cells].mean()),

@@ -87,7 +87,9 @@ def make_time_split(data: StationData, cfg: SplitConfig, span: int) -> TimeSplit
     if cfg.test_months:
         if cfg.backcast:
             raise ValueError("split.backcast reverses the chronological split; it does not apply to split.test_months")
-        return month_time_split(data.times, test_months=cfg.test_months, val_fraction=cfg.time_val, gap=gap)
+        return month_time_split(
+            data.times, test_months=cfg.test_months, val_fraction=cfg.time_val, gap=gap, val_months=cfg.val_months
+        )
     periods = chronological_time_split(
         data.num_steps, val=cfg.time_val, test=cfg.time_test, gap=gap, backcast=cfg.backcast
     )
@@ -298,6 +300,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         stride=dc.stride,
         backend=backend,
         window_nodes=task.training_nodes(split, view),
+        per_station_scaler=dc.scaler == "station",
     )
     sizes = DataSizes(
         in_channels=len(names),

@@ -145,10 +145,23 @@ def make_identity(cfg: ExperimentConfig, checksums: dict[str, str], env: dict[st
 
 
 def config_diff(saved: dict[str, Any], want: dict[str, Any]) -> list[str]:
-    """``"key: old -> new"`` for every key whose value differs (JSON-normalised)."""
+    """``"key: old -> new"`` for every key whose value differs (JSON-normalised). A key the saved
+    config does not have because it was added to the schema later is no difference when ``want``
+    holds its default: an option is added with the old behaviour as its default."""
     saved, want = json.loads(json.dumps(saved, default=str)), json.loads(json.dumps(want, default=str))
-    keys = sorted(k for k in saved.keys() | want.keys() if k not in IGNORED_KEYS and saved.get(k) != want.get(k))
+    defaults = _schema_defaults()
+    keys = sorted(
+        k for k in saved.keys() | want.keys()
+        if k not in IGNORED_KEYS and saved.get(k) != want.get(k)
+        and not (k not in saved and k in defaults and want.get(k) == defaults[k])
+    )  # fmt: skip
     return [f"{k}: {saved.get(k)!r} -> {want.get(k)!r}" for k in keys]
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_defaults() -> dict[str, Any]:
+    """Every schema key's default, flat and JSON-normalised."""
+    return json.loads(json.dumps(flat_config(ExperimentConfig()), default=str))
 
 
 def _fresh(folder: Path) -> str:

@@ -80,8 +80,9 @@ class ReanalysisRun:
         if starts[-1] + w < last:  # a last window ending at the range's end
             starts = np.append(starts, last - w)
         data = WindowDataset(exp.scaled, exp.data.mask, exp.data.times, torch.as_tensor(starts), w, 0)
-        mean = torch.as_tensor(exp.train.scaler.mean[exp.targets], dtype=torch.float32)
-        std = torch.as_tensor(exp.train.scaler.std[exp.targets], dtype=torch.float32)
+        if exp.train.scaler.per_station:
+            raise ValueError("a reanalysis estimates places with no station: it needs data.scaler 'channel'")
+        mean, std = (torch.as_tensor(a, dtype=torch.float32) for a in exp.train.scaler.stats(exp.targets))
         src = torch.as_tensor(self.visible)
         pos_src = exp.pos(self.visible)
         done = first  # the next step not yet written

@@ -63,9 +63,14 @@ def test_shipped_suites_load_and_cover_every_model():
     others = [load_suite(p) for p in sorted(Path("configs/bench").glob("*.yaml"))]
     names = {r.config.model.name for s in others for r in s.runs}
     assert names == set(MODELS)  # every registered model has a row in a shipped suite
-    assert {r.task for r in uci.runs} == {"krige", "short"}
-    assert {r.config.split.fold for r in uci.runs} == {0, 1, 2, 3}
-    assert all(r.config.split.val == 2 for r in uci.runs)  # model selection on two val stations
+    uci_forecast = load_suite("configs/bench/uci12_forecast.yaml")
+    assert {r.task for r in uci.runs} == {"krige"} and {r.task for r in uci_forecast.runs} == {"short"}
+    for suite in (uci, uci_forecast):
+        assert {r.config.split.fold for r in suite.runs} == {0, 1, 2, 3}
+        assert all(r.config.split.val == 2 for r in suite.runs)  # model selection on two val stations
+    trained = [r for r in uci.runs if r.config.train.steps]  # the step regime: every test window, whole budgets
+    assert trained and all(r.config.train.max_eval_windows is None and not r.config.train.early_stopping
+                           and r.config.data.stride == 1 for r in trained)  # fmt: skip
     impute = [r for r in aqi.runs if r.task.startswith("impute")]
     assert impute and all(r.config.split.test_months == [3, 6, 9, 12] for r in impute)
     modes = {r.task: r.config.split.impute_training for r in impute}
@@ -206,15 +211,22 @@ def test_leaderboard_adds_crps_coverage_and_extra_groups_only_where_reported():
     coverage is ranked by its distance to 0.90 (0.85 beats 0.60 and 0.99)."""
     import pandas as pd
 
-    from stgraph.bench.leaderboard import metric_columns, summarise
+    from stgraph.bench.leaderboard import leaderboard_table, metric_columns, summarise
 
     s = small_suite()
     runs = pd.DataFrame(
         [
             {"task": "krige", "model": "aqnet", "mae": 1.0, "rmse": 2.0, "crps": 0.8, "coverage90": 0.60},
             {"task": "krige", "model": "idw", "mae": 1.5, "rmse": 2.5, "crps": 0.9, "coverage90": 0.85},
-            {"task": "krige", "model": "idw-p2", "mae": 1.2, "rmse": 2.2, "crps": 0.7, "coverage90": 0.99,
-             "removed_mae": 3.0},
+            {
+                "task": "krige",
+                "model": "idw-p2",
+                "mae": 1.2,
+                "rmse": 2.2,
+                "crps": 0.7,
+                "coverage90": 0.99,
+                "removed_mae": 3.0,
+            },
         ]
     ).assign(wall_seconds=1.0, still_improving=False, near_anchor=False, fold=0, seed=0)
     assert metric_columns(runs) == ["mae", "rmse", "crps", "coverage90", "removed_mae"]
@@ -224,6 +236,16 @@ def test_leaderboard_adds_crps_coverage_and_extra_groups_only_where_reported():
     assert table.loc[("krige", "aqnet", "crps"), "rank"] == 2
     assert ("krige", "aqnet", "removed_mae") not in table.index  # nothing reported: no cell
     assert table.loc[("krige", "idw-p2", "removed_mae"), "mean"] == 3.0
+    point = leaderboard_table(s, summarise(s, runs), runs)
+    assert "samples" not in point  # no run says how many samples: no column
+    runs["samples"] = [100.0, None, 10.0]  # CSDI's headline setting beside a point model and a cheap one
+    md = leaderboard_table(s, summarise(s, runs), runs)
+    head, rows = (
+        md.splitlines()[0],
+        {line.split(" | ")[0]: line for line in md.splitlines()[2:] if line.startswith("|")},
+    )
+    col = head.split(" | ").index("samples")
+    assert [rows[f"| `{m}`"].split(" | ")[col] for m in ("aqnet", "idw", "idw-p2")] == ["100", "—", "10"]
 
 
 def test_rows_are_marked_still_improving_or_near_their_anchor_from_the_training_record():

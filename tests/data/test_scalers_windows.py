@@ -56,3 +56,35 @@ def test_cyclic_encoding_values():
     np.testing.assert_allclose(enc[2, 2:4], [np.sin(2 * np.pi * 3 / 7), np.cos(2 * np.pi * 3 / 7)], atol=1e-6)
     np.testing.assert_allclose(enc[2, 4:], [np.sin(np.pi), np.cos(np.pi)], atol=1e-6)  # July = half year
     np.testing.assert_allclose((enc[:, 0::2] ** 2 + enc[:, 1::2] ** 2), 1, atol=1e-6)
+
+
+def test_per_station_scaler_keeps_each_stations_own_statistics(synthetic):
+    data = synthetic
+    data.values[:, 2] = data.values[:, 2] * 10 + 100  # one station on another scale
+    data.values[3, 1, 0], data.mask[3, 1, 0] = 1e9, False  # unobserved: never in the statistics
+    fit_on = np.array([0, 1, 2, 4])
+    period = np.zeros(data.num_steps, dtype=bool)
+    period[: data.num_steps // 2] = True  # statistics from this period only
+    sc = MaskedStandardScaler(per_station=True).fit(data, fit_on, period)
+    assert sc.mean.shape == (data.num_nodes, data.num_channels)
+    for n in fit_on:
+        for c in range(data.num_channels):
+            x = data.values[period, n, c][data.mask[period, n, c]]
+            assert sc.mean[n, c] == pytest.approx(x.mean(), rel=1e-6) and sc.std[n, c] == pytest.approx(
+                x.std(), rel=1e-5
+            )
+    assert np.isnan(sc.mean[3]).all()  # not fitted: no statistics borrowed from others
+    nodes = np.array([2, 0])
+    z = sc.transform(data.values[:, nodes], nodes)
+    np.testing.assert_allclose(z[period][:, 0][data.mask[period, 2]].std(), 1.0, rtol=1e-4)  # station 2 unit std
+    np.testing.assert_allclose(sc.inverse_transform(z, nodes), data.values[:, nodes], rtol=1e-5, atol=1e-3)
+    mean, std = sc.stats(channels=[1], nodes=nodes)
+    assert mean.shape == (2, 1) and mean[0, 0] == sc.mean[2, 1]
+    back = MaskedStandardScaler.from_state_dict(sc.state_dict())
+    assert back.per_station and np.array_equal(back.std[fit_on], sc.std[fit_on])
+
+
+def test_per_station_scaler_names_a_constant_station(synthetic):
+    synthetic.values[:, 3, 1] = 7.0
+    with pytest.raises(ValueError, match=f"'x1' is constant at station '{synthetic.station_ids[3]}'"):
+        MaskedStandardScaler(per_station=True).fit(synthetic, np.arange(5))

@@ -22,3 +22,15 @@ def test_month_split_matches_aqi36_protocol(aqi36):
     test_idx = np.flatnonzero(ts.test)
     train_idx = np.flatnonzero(ts.train)
     assert np.abs(train_idx[:, None] - test_idx[None, ::50]).min() > 24  # the gap holds
+
+
+def test_month_split_with_a_held_out_validation_month(aqi36):
+    """CSDI's validation: a whole month, removed from training (not the tail of each run)."""
+    ts = month_time_split(aqi36.times, test_months=(3, 6, 9, 12), gap=0, val_months=(2,))
+    months = pd.DatetimeIndex(aqi36.times).month
+    assert set(months[ts.val]) == {2} and ts.val.sum() == (months == 2).sum()
+    assert set(months[ts.train]) == {1, 4, 5, 7, 8, 10, 11} and set(months[ts.test]) == {3, 6, 9, 12}
+    gapped = month_time_split(aqi36.times, test_months=(3, 6, 9, 12), gap=24, val_months=(2,))
+    assert gapped.val.sum() == ts.val.sum() and gapped.train.sum() < ts.train.sum()
+    held = np.flatnonzero(gapped.val | gapped.test)
+    assert np.abs(np.flatnonzero(gapped.train)[:, None] - held[None, ::40]).min() > 24

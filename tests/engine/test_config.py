@@ -153,3 +153,18 @@ def test_override_errors(tmp_path):
         load_config(path, ["train.epochs.x=1"])
     with pytest.raises(ConfigError, match="has no key"):
         load_config(_write(tmp_path, "model: {hparams: {k: 3}}\n", "h.yaml"), ["model.hparams.k.x=1"])
+
+
+@pytest.mark.parametrize(
+    "d, match",
+    [
+        ({"data": {"task": "krige", "scaler": "station"}}, "data.scaler: 'station' needs data.task 'impute'"),
+        ({"split": {"val_months": [2]}}, "split.val_months needs split.test_months"),
+        ({"split": {"test_months": [3], "val_months": [3, 4]}}, r"share months \[3\]"),
+        ({"split": {"test_months": [3], "val_months": [13]}}, r"split.val_months: months are 1-12, got \[13\]"),
+    ],
+)
+def test_protocol_options_that_do_not_fit_are_refused(d, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(d)
+    assert config_from_dict({"data": {"task": "impute", "scaler": "station"}}).data.scaler == "station"

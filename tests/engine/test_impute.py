@@ -151,3 +151,29 @@ def test_history_pattern_hides_where_another_window_is_missing():
     shifted = [torch.equal(hide, ~torch.roll(mask, s, dims=0)) for s in range(1, 4)]
     assert sum(shifted) == 1  # exactly another window's missing cells, never the window's own
     assert not torch.equal(hide, ~mask)
+
+
+def test_per_station_scaling_is_undone_per_station(tmp_path, aqi36_slice):
+    """``data.scaler: station`` (CSDI's normalisation): linear interpolation in time is
+    affine-equivariant per station, so with one scaler per station it gives the same predictions in
+    original units as with one per channel, except where a window holds no observation of the
+    station (it then predicts 0 standardised: the station's own training mean, not the network's);
+    a model mixing stations (kNN) differs."""
+    preds, exps = {}, {}
+    for scaler in ("channel", "station"):
+        for name, hp in (("lerp", {}), ("knn", {"k": 3})):
+            cfg = impute_cfg("idw", max_eval_windows=None)
+            cfg.model.name, cfg.model.hparams, cfg.data.scaler = name, hp, scaler
+            run, m = run_experiment(cfg, tmp_path, name=f"{name}-{scaler}", data=aqi36_slice, progress=False)
+            p = run.load_predictions()
+            preds[name, scaler] = p["pred"][p["mask"]]
+            node = np.nonzero(p["mask"])[2]  # the station of each scored cell
+            assert np.isfinite(m["test"]["hidden"]["overall"]["mae"])
+        exps[scaler] = prepare_experiment(cfg, aqi36_slice)
+    same = np.isclose(preds["lerp", "station"], preds["lerp", "channel"], rtol=1e-4, atol=1e-2)
+    assert same.mean() > 0.5, same.mean()  # window 12: AQI-36 outages leave many windows without the station
+    ch = int(exps["station"].targets[0])
+    own_mean = exps["station"].train.scaler.mean[node, ch]
+    np.testing.assert_allclose(preds["lerp", "station"][~same], own_mean[~same], rtol=1e-5)
+    np.testing.assert_allclose(preds["lerp", "channel"][~same], exps["channel"].train.scaler.mean[ch], rtol=1e-5)
+    assert np.abs(preds["knn", "station"] - preds["knn", "channel"]).max() > 1.0

@@ -144,7 +144,7 @@ def test_run_writes_crps_and_coverage_of_a_probabilistic_model(task, tmp_path, m
     else:  # forecasts: one row per window
         per_cell = cells
     hidden = metrics["test"]["hidden"]["overall"]
-    assert hidden["count"] == len(per_cell)
+    assert hidden["count"] == len(per_cell) and hidden["samples"] == len(OFFSETS)
     assert hidden["crps"] == pytest.approx(per_cell.crps.mean(), rel=1e-5)
     assert hidden["coverage90"] == pytest.approx(per_cell.hit.mean(), rel=1e-9)
     assert hidden["crps_norm"] == pytest.approx(per_cell.crps.sum() / per_cell.y.abs().sum(), rel=1e-5)
