@@ -39,9 +39,11 @@ demo: setup
 	$(BIN)/stgraph benchmark configs/bench/demo.yaml --out outputs/demo --workers 2
 
 # The full suites behind benchmarks/results/{uci12,aqi36}.md (both side by side: under 2 h on 2 CPU cores).
+# The step-budget suites (issue "learning that pays"), each from one clean code version; resumable.
 bench: setup
-	$(BIN)/python benchmarks/suite_report.py configs/bench/uci12.yaml --out outputs/bench/uci12 --result benchmarks/results/uci12.md --notes benchmarks/notes/uci12.md
-	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36.yaml --out outputs/bench/aqi36 --result benchmarks/results/aqi36.md --notes benchmarks/notes/aqi36.md
+	$(BIN)/python benchmarks/suite_report.py configs/bench/uci12.yaml --out outputs/bench/uci12_steps --result benchmarks/results/uci12.md --notes benchmarks/notes/uci12.md
+	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36_steps.yaml --out outputs/bench/aqi36_steps_v3 --result benchmarks/results/aqi36_steps.md --notes benchmarks/notes/aqi36_steps.md
+	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36_krige.yaml --out outputs/bench/aqi36_krige --result benchmarks/results/aqi36_krige.md --notes benchmarks/notes/aqi36_krige.md
 
 lint: setup
 	$(BIN)/ruff check stgraph tests benchmarks
