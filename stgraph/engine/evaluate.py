@@ -92,7 +92,7 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
                 f"model '{exp.cfg.model.name}' returned {sorted(num_samples)} samples in different batches"
             )
         arrays["num_samples"] = np.array(num_samples.pop())
-    arrays["stations"] = exp.data.ids(src if exp.task_obj.scores_visible else tgt)
+    arrays["stations"] = exp.data.ids(scored_nodes)
     arrays["stations_visible"] = exp.data.ids(src)
     for g in extra:
         arrays[f"stations_{g}"] = exp.data.ids(exp.task_obj.group_nodes(g, src, tgt))
