@@ -50,8 +50,10 @@ def _commit() -> str:
         return "unknown"
 
 
-def time_steps(cfg, warmup: int, steps: int) -> dict:
-    """Seconds per optimiser step of ``cfg``'s model on its own training windows."""
+def time_steps(cfg, warmup: int, steps: int, profile: int = 0) -> dict:
+    """Seconds per optimiser step of ``cfg``'s model on its own training windows; ``profile`` > 0
+    prints the operators that take the most time (self CPU, torch.profiler) over the timed steps,
+    that many rows."""
     exp, model = build_experiment(cfg)
     tc = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -62,7 +64,11 @@ def time_steps(cfg, warmup: int, steps: int) -> dict:
     model.set_training_budget(warmup + steps)
     model.train()
     times = []
+    prof = None
     for i in range(warmup + steps):
+        if profile and i == warmup:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            prof.__enter__()
         idx = torch.randint(len(windows), (tc.batch_size,), generator=gen)
         t0 = time.perf_counter()
         view = exp.task_obj.training_view(*batcher.cut(windows, idx, nodes, gen), exp.targets, tc, gen)
@@ -74,6 +80,9 @@ def time_steps(cfg, warmup: int, steps: int) -> dict:
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile), flush=True)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     s = float(np.median(times))
     return {"ms": 1e3 * s, "windows_per_s": tc.batch_size / s, "params": params, "batch": tc.batch_size,
@@ -89,6 +98,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                    help="print the ROWS costliest operators per model (the step times then include the profiler)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     suite = load_suite(args.suite)
@@ -100,7 +111,7 @@ def main() -> None:
         specs = [r for r in specs if r.model in args.models.split(",")]
     rows = []
     for spec in specs:
-        got = time_steps(spec.config, args.warmup, args.steps)
+        got = time_steps(spec.config, args.warmup, args.steps, args.profile)
         print(f"{spec.model:12s} {got['ms']:8.1f} ms/step  {got['windows_per_s']:7.1f} windows/s  "
               f"{got['params']:9,d} parameters", flush=True)  # fmt: skip
         rows.append((spec.model, got))

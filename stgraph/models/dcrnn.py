@@ -60,7 +60,7 @@ from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anc
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs, union_observed
 from stgraph.nn.dcgru import DCGRUCell
-from stgraph.nn.diffusion_conv import DiffusionSupports, check_recursion
+from stgraph.nn.diffusion_conv import DiffusionSupports, check_recursion, make_supports
 
 
 @dataclass
@@ -192,7 +192,7 @@ class DCRNN(StationModel):
         x, pos, n_src = union_inputs(batch)  # (B, W, N, 2 C_in)
         b, w, n, _ = x.shape
         edge_index, edge_weight = union_graph(pos, p.k, p.sigma_km)
-        sup = DiffusionSupports(edge_index, edge_weight, n, x.dtype)
+        sup = make_supports(edge_index, edge_weight, n, x.dtype)
         time = batch.x_time.unsqueeze(2).expand(b, w, n, -1)
         seq = torch.cat([x, time.to(x.dtype)], dim=-1).permute(2, 1, 0, 3)  # (N, W, B, C)
         observed = None

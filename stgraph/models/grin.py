@@ -54,8 +54,8 @@ from torch import nn
 from stgraph.models.anchors import anchor_prediction, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs
-from stgraph.nn.diffusion_conv import DiffusionSupports
-from stgraph.nn.grin_cell import GRIL, fast_supports
+from stgraph.nn.diffusion_conv import make_supports
+from stgraph.nn.grin_cell import GRIL
 
 
 @dataclass
@@ -132,7 +132,7 @@ class GRIN(StationModel):
             a = anchor_prediction(batch, self.sizes, p.anchor)
             anchor = torch.cat([a.src, a.tgt], dim=2).permute(1, 2, 0, 3).to(x.dtype)
         edge_index, edge_weight = union_graph(pos, p.k, p.sigma_km)
-        sup = fast_supports(DiffusionSupports(edge_index, edge_weight, n, x.dtype))
+        sup = make_supports(edge_index, edge_weight, n, x.dtype)
 
         f2, f1, f_rep = self.fwd(x, m, u, sup, anchor)
         b2, b1, b_rep = self.bwd(x, m, u, sup, anchor, reverse=True)

@@ -54,7 +54,7 @@ from torch import nn
 from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs, union_observed
-from stgraph.nn.diffusion_conv import DiffusionConv, DiffusionSupports
+from stgraph.nn.diffusion_conv import DiffusionConv, make_supports
 
 INPUTS = ("target", "all")
 
@@ -134,7 +134,7 @@ class IGNNK(StationModel):
         feats, observed, pos, n_src = node_features(batch, self.sizes, p.inputs)  # (B, N, F)
         b, n, _ = feats.shape
         edge_index, edge_weight = union_graph(pos, p.k, p.sigma_km)
-        sup = DiffusionSupports(edge_index, edge_weight, n, feats.dtype)
+        sup = make_supports(edge_index, edge_weight, n, feats.dtype)
         h1 = torch.relu(self.gnn1(feats, supports=sup, mask=observed if p.masked_mean else None))
         h2 = torch.relu(self.gnn2(h1, supports=sup)) + h1
         y = self.gnn3(h2, supports=sup)  # (B, N, H * C_out), step-major

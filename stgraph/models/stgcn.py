@@ -73,7 +73,7 @@ from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs
-from stgraph.nn.cheb_conv import ChebConv, scaled_laplacian
+from stgraph.nn.cheb_conv import ChebConv, fast_laplacian, scaled_laplacian
 
 
 @dataclass
@@ -255,7 +255,7 @@ class STGCN(StationModel):
             if torch.equal(cached[0], pos):
                 return cached[1]
         edge_index, edge_weight = union_graph(pos, self.params.k, self.params.sigma_km)
-        laplacian = scaled_laplacian(edge_index, edge_weight, pos.size(0))
+        laplacian = fast_laplacian(scaled_laplacian(edge_index, edge_weight, pos.size(0)))
         self._graph_cache = (pos.detach().clone(), laplacian)
         return laplacian
 

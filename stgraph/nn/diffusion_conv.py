@@ -111,6 +111,46 @@ class DiffusionSupports:
         return torch.sparse.mm(self.matrix, z)
 
 
+class DenseSupports:
+    """The transitions of :class:`DiffusionSupports` as dense matrices, with its interface: on small
+    graphs dense products are several times faster than sparse ones (and their backward allocates
+    no zero-filled buffers). ``first`` is ``[P_f; P_b]`` (2N, N); later hops multiply each
+    direction by its own (N, N) block (``pair``, (2, N, N)), not the (2N, 2N) block diagonal.
+    """
+
+    def __init__(self, supports: DiffusionSupports):
+        n = self.num_nodes = supports.num_nodes
+        self.first = supports.first.to_dense()
+        self.pair = self.first.view(2, n, n)
+
+    def first_hop(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, F) -> (2N, F)."""
+        return self.first @ x
+
+    def hop(self, z: torch.Tensor) -> torch.Tensor:
+        """(2N, F) -> (2N, F): each direction's rows times its own transition."""
+        n = self.num_nodes
+        return torch.bmm(self.pair, z.view(2, n, -1)).view(2 * n, -1)
+
+
+def fast_supports(supports: DiffusionSupports) -> DiffusionSupports | DenseSupports:
+    """Dense transitions where a dense product costs at most ~64x the sparse one's multiply-adds
+    (dense BLAS is that much faster per operation on CPU: measured crossover at ~3 % density, a
+    kNN graph of k = 8 on ~256 nodes); the sparse ones otherwise. Every model that diffuses builds
+    its supports through :func:`make_supports`, which applies this."""
+    n = supports.num_nodes
+    return DenseSupports(supports) if 4 * n * n <= 64 * supports.matrix._nnz() else supports
+
+
+
+
+def make_supports(
+    edge_index: torch.Tensor, edge_weight: torch.Tensor | None, num_nodes: int, dtype: torch.dtype = torch.float32
+) -> DiffusionSupports | DenseSupports:
+    """:class:`DiffusionSupports` of the graph, dense where that is faster (:func:`fast_supports`)."""
+    return fast_supports(DiffusionSupports(edge_index, edge_weight, num_nodes, dtype))
+
+
 def _sparse(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     index = torch.stack([rows, cols])
     return torch.sparse_coo_tensor(index, values, size, check_invariants=False).coalesce()
@@ -228,13 +268,13 @@ class DiffusionConv(nn.Module):
         x: torch.Tensor,
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
-        supports: DiffusionSupports | None = None,
+        supports: DiffusionSupports | DenseSupports | None = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if supports is None:
             if edge_index is None:
                 raise ValueError("DiffusionConv needs edge_index or supports")
-            supports = DiffusionSupports(edge_index, edge_weight, x.size(-2), x.dtype)
+            supports = make_supports(edge_index, edge_weight, x.size(-2), x.dtype)
         if mask is not None:
             mask = mask.expand_as(x).movedim(-2, 0)
         feats = diffusion_features(x.movedim(-2, 0), supports, self.K, self.recursion, mask).movedim(0, -2)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stgraph.nn.diffusion_conv import DiffusionSupports, diffusion_features
+from stgraph.nn.diffusion_conv import DenseSupports, DiffusionSupports, diffusion_features
 
 
 class MPGRUCell(nn.Module):
@@ -57,29 +57,6 @@ class MPGRUCell(nn.Module):
         r, u = gates.split(self.hidden_channels, dim=-1)
         c = torch.tanh(self.cand(diffusion_features(torch.cat([x, r * h], -1), supports, self.K)))
         return u * h + (1 - u) * c
-
-
-class DenseSupports:
-    """The transitions of :class:`DiffusionSupports` as dense matrices, with its interface: on small
-    graphs dense products are several times faster than sparse ones (GRIN diffuses twice per step).
-    """
-
-    def __init__(self, supports: DiffusionSupports):
-        self.num_nodes = supports.num_nodes
-        self.first, self.matrix = supports.first.to_dense(), supports.matrix.to_dense()
-
-    def first_hop(self, x: torch.Tensor) -> torch.Tensor:
-        return self.first @ x
-
-    def hop(self, z: torch.Tensor) -> torch.Tensor:
-        return self.matrix @ z
-
-
-def fast_supports(supports: DiffusionSupports) -> DiffusionSupports | DenseSupports:
-    """Dense transitions where a dense product costs at most ~64x the sparse one's multiply-adds
-    (dense BLAS is that much faster per operation on CPU); the sparse ones otherwise."""
-    n = supports.num_nodes
-    return DenseSupports(supports) if 4 * n * n <= 64 * supports.matrix._nnz() else supports
 
 
 Supports = DiffusionSupports | DenseSupports

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from stgraph.graph.build import station_knn_graph
-from stgraph.nn.cheb_conv import ChebConv, scaled_laplacian
+from stgraph.nn.cheb_conv import ChebConv, fast_laplacian, scaled_laplacian
 from stgraph.nn.neural_knn import local_km
 
 
@@ -37,7 +37,8 @@ class IntraMapGraph:
     """Graph pyramid of one node set.
 
     Attributes:
-        laplacians: per level l, the (N_l, N_l) sparse scaled Laplacian of the level's kNN graph.
+        laplacians: per level l, the (N_l, N_l) scaled Laplacian of the level's kNN graph (sparse,
+            or dense where that is faster: :func:`~stgraph.nn.cheb_conv.fast_laplacian`).
         assign: per level l < L-1, (N_l,) long: the level-(l+1) cluster of each level-l node.
         num_nodes: N_l per level.
     """
@@ -88,7 +89,7 @@ def intra_map_graph(
     for level in range(levels):  # a handful of levels
         n = pos.size(0)
         g = station_knn_graph(pos, k, symmetric=True, weight="gaussian", backend=backend)
-        laplacians.append(scaled_laplacian(g.edge_index, g.edge_weight, n))
+        laplacians.append(fast_laplacian(scaled_laplacian(g.edge_index, g.edge_weight, n)))
         sizes.append(n)
         if level == levels - 1:
             break

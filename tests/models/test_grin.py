@@ -5,8 +5,8 @@ import torch
 
 from stgraph.models import DataSizes, build_model
 from stgraph.models.anchors import anchor_prediction
-from stgraph.nn.diffusion_conv import DiffusionSupports
-from stgraph.nn.grin_cell import DenseSupports, MPGRUCell, SpatialDecoder, fast_supports
+from stgraph.nn.diffusion_conv import DenseSupports, DiffusionSupports, fast_supports
+from stgraph.nn.grin_cell import MPGRUCell, SpatialDecoder
 from tests.models.contract import check_contract, make_batch
 
 TINY = {"hidden_channels": 16, "ff_channels": 16, "kernel_size": 1, "k": 3}

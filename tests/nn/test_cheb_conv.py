@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from stgraph.nn.cheb_conv import ChebConv, scaled_laplacian
+from stgraph.nn.cheb_conv import ChebConv, fast_laplacian, scaled_laplacian
 
 # 6 nodes; node 5 has no edge. (0, 1) is listed both ways with different weights: the larger counts.
 EDGES = torch.tensor([[0, 1, 1, 2, 3, 0, 4], [1, 0, 2, 3, 4, 3, 2]])
@@ -42,6 +42,11 @@ def test_matches_dense_chebyshev_recursion(k, c_in, c_out):
     out = conv(x, EDGES, WEIGHTS)
     assert out.shape == (2, 3, N, c_out)
     torch.testing.assert_close(out.double(), reference(conv, x), rtol=0, atol=1e-5)
+    lap = scaled_laplacian(EDGES, WEIGHTS, N)  # the same from a sparse and a dense Laplacian
+    dense = fast_laplacian(lap)
+    assert lap.is_sparse and not dense.is_sparse  # a small graph: dense is faster
+    torch.testing.assert_close(conv(x, laplacian=lap), out)
+    torch.testing.assert_close(conv(x, laplacian=dense), out, rtol=0, atol=1e-6)
 
 
 def test_lambda_max_and_node_dim():
@@ -143,3 +148,11 @@ def test_self_loops_are_where_stgraph_and_pyg_differ():
     sym_index, sym_weight = _symmetrised(EDGES, WEIGHTS, N)
     assert not (conv(x, loops, weights) - ref(x, *_symmetrised(loops, weights, N))).abs().max() < 1e-3
     torch.testing.assert_close(conv(x, EDGES, WEIGHTS), ref(x, sym_index, sym_weight), rtol=0, atol=1e-5)
+
+
+def test_large_sparse_laplacian_stays_sparse():
+    n = 1000
+    src = torch.arange(n)
+    ring = torch.stack([src, (src + 1) % n])  # 0.2 % dense once symmetrised
+    lap = scaled_laplacian(ring, None, n)
+    assert fast_laplacian(lap) is lap

@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from stgraph.nn.diffusion_conv import DiffusionConv, DiffusionSupports, diffusion_features, transition_weights
+from stgraph.nn.diffusion_conv import (
+    DenseSupports,
+    DiffusionConv,
+    DiffusionSupports,
+    diffusion_features,
+    fast_supports,
+    make_supports,
+    transition_weights,
+)
 
 # (sender j, receiver i, weight): node 4 has no in-edges, node 5 neither in- nor out-edges,
 # node 3 has no out-edges; weights are uneven so normalising by the wrong degree shows
@@ -63,9 +71,10 @@ def test_matches_dense_reference(K, recursion):
     out = conv(x, ei, ew)
     assert out.shape == (2, N, 4)
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=0)
-    # precomputed supports give the same; extra leading dims work
+    # precomputed supports give the same, sparse or dense; extra leading dims work
     sup = DiffusionSupports(ei, ew, N)
     torch.testing.assert_close(conv(x, supports=sup), out)
+    torch.testing.assert_close(conv(x, supports=DenseSupports(sup)), out)
     x4 = torch.randn(2, 5, N, 3)
     ref4 = dense_terms(x4.double(), K, recursion) @ conv.lin.weight.double().T + conv.lin.bias.double()
     torch.testing.assert_close(conv(x4, supports=sup).double(), ref4, atol=1e-5, rtol=0)
@@ -188,8 +197,20 @@ def test_masked_terms_match_dense_reference(K, recursion):
     mask = torch.rand(2, N, 3) > 0.4
     ei, ew = graph()
     ref = dense_masked_terms(x.double(), mask.double(), K, recursion) @ conv.lin.weight.double().T
-    out = conv(torch.where(mask, x, torch.full_like(x, 1e6)), ei, ew, mask=mask)  # unobserved garbage is ignored
-    torch.testing.assert_close(out.double(), ref + conv.lin.bias.double(), atol=1e-5, rtol=0)
+    garbled = torch.where(mask, x, torch.full_like(x, 1e6))  # unobserved garbage is ignored
+    for sup in (DiffusionSupports(ei, ew, N), DenseSupports(DiffusionSupports(ei, ew, N))):
+        out = conv(garbled, supports=sup, mask=mask)
+        torch.testing.assert_close(out.double(), ref + conv.lin.bias.double(), atol=1e-5, rtol=0)
+
+
+def test_supports_are_dense_on_small_dense_graphs_and_sparse_on_large_sparse_ones():
+    ei, ew = graph()
+    assert isinstance(make_supports(ei, ew, N), DenseSupports)  # 8 edges on 6 nodes
+    n, k = 1000, 4  # a ring-like kNN graph: 0.4 % dense
+    src = torch.arange(n).repeat_interleave(k)
+    dst = (src + torch.arange(1, k + 1).repeat(n)) % n
+    big = make_supports(torch.stack([src, dst]), None, n)
+    assert type(big) is DiffusionSupports and fast_supports(big) is big
 
 
 @pytest.mark.parametrize("recursion", ["power", "chebyshev"])
