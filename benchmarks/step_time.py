@@ -50,10 +50,11 @@ def _commit() -> str:
         return "unknown"
 
 
-def time_steps(cfg, warmup: int, steps: int, profile: int = 0) -> dict:
+def time_steps(cfg, warmup: int, steps: int, profile: int = 0, compile_model: bool = False) -> dict:
     """Seconds per optimiser step of ``cfg``'s model on its own training windows; ``profile`` > 0
     prints the operators that take the most time (self CPU, torch.profiler) over the timed steps,
-    that many rows."""
+    that many rows. ``compile_model``: the forward through ``torch.compile`` (its compilation,
+    in the warm-up steps, shows in ``warmup_s``)."""
     exp, model = build_experiment(cfg)
     tc = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -63,6 +64,8 @@ def time_steps(cfg, warmup: int, steps: int, profile: int = 0) -> dict:
     gen = torch.Generator().manual_seed(0)
     model.set_training_budget(warmup + steps)
     model.train()
+    forward = torch.compile(model) if compile_model else model
+    warm_start = time.perf_counter()
     times = []
     prof = None
     for i in range(warmup + steps):
@@ -73,20 +76,22 @@ def time_steps(cfg, warmup: int, steps: int, profile: int = 0) -> dict:
         t0 = time.perf_counter()
         view = exp.task_obj.training_view(*batcher.cut(windows, idx, nodes, gen), exp.targets, tc, gen)
         opt.zero_grad(set_to_none=True)
-        loss = training_step(model, exp, view, loss_fn)
+        loss = training_step(forward, exp, view, loss_fn)
         loss.backward()
         if tc.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+        elif i == warmup - 1:
+            warm_s = time.perf_counter() - warm_start
     if prof is not None:
         prof.__exit__(None, None, None)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile), flush=True)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     s = float(np.median(times))
     return {"ms": 1e3 * s, "windows_per_s": tc.batch_size / s, "params": params, "batch": tc.batch_size,
-            "train_windows": len(windows), "per_hour": int(3600 / s)}  # fmt: skip
+            "train_windows": len(windows), "per_hour": int(3600 / s), "warmup_s": warm_s}  # fmt: skip
 
 
 def main() -> None:
@@ -98,6 +103,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true",
+                    help="time the model through torch.compile (a separate section of the results file)")
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
                     help="print the ROWS costliest operators per model (the step times then include the profiler)")
     args = ap.parse_args()
@@ -111,28 +118,29 @@ def main() -> None:
         specs = [r for r in specs if r.model in args.models.split(",")]
     rows = []
     for spec in specs:
-        got = time_steps(spec.config, args.warmup, args.steps, args.profile)
+        got = time_steps(spec.config, args.warmup, args.steps, args.profile, args.compile)
         print(f"{spec.model:12s} {got['ms']:8.1f} ms/step  {got['windows_per_s']:7.1f} windows/s  "
               f"{got['params']:9,d} parameters", flush=True)  # fmt: skip
         rows.append((spec.model, got))
     command = f"python benchmarks/step_time.py {args.suite} --task {args.task} --result {args.result}"
-    head = f"## `{suite.name}` / `{args.task}`"
+    command += f" --threads {args.threads}" + (" --compile" if args.compile else "")
+    head = f"## `{suite.name}` / `{args.task}`" + (" / `torch.compile`" if args.compile else "")
     lines = [
         head, "",
         f"- command: `{command}` (median of {args.steps} steps after {args.warmup} warm-up steps)",
         f"- machine: {_cpu()}, {os.cpu_count()} cores, {args.threads} torch threads, one run at a time; "
         f"code `{_commit()}`",
         "",
-        "| model | ms / step | windows / s | batch | parameters | steps / hour | training windows |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | ms / step | windows / s | batch | parameters | steps / hour | training windows | warm-up s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     lines += [f"| `{m}` | {g['ms']:.1f} | {g['windows_per_s']:.0f} | {g['batch']} | {g['params']:,} | "
-              f"{g['per_hour']:,} | {g['train_windows']:,} |" for m, g in rows]  # fmt: skip
+              f"{g['per_hour']:,} | {g['train_windows']:,} | {g['warmup_s']:.1f} |" for m, g in rows]  # fmt: skip
     section = "\n".join(lines) + "\n"
     path = Path(args.result)
     text = path.read_text(encoding="utf-8") if path.exists() else "# Optimiser step time per model\n\n"
-    if head in text:  # replace this suite/task's section
-        start = text.index(head)
+    if head + "\n" in text:  # replace this suite/task's section (the whole heading line)
+        start = text.index(head + "\n")
         end = text.find("\n## ", start + 1)
         text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
     else:

@@ -86,6 +86,7 @@ def _neighbours_torch_cluster(x: torch.Tensor, y: torch.Tensor, k: int) -> torch
     return nbr
 
 
+@torch.compiler.disable  # a custom kernel Dynamo cannot trace: a compiled model calls it eagerly
 def _neighbours(x, y, k, backend, chunk_elements) -> torch.Tensor:
     if backend == "torch_cluster":
         return _neighbours_torch_cluster(x, y, k)
