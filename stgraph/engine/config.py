@@ -247,6 +247,9 @@ class TrainConfig:
             ``history`` (each window hides its observed cells that are missing in another
             training window of the batch: the data's own outage pattern, CSDI's "historical"
             strategy for AQI-36) or ``mix`` (half the windows each way).
+        hide_ratio: ``impute`` only: ``fixed`` (every window hides ``hide_fraction`` of its cells)
+            or ``uniform`` (each window draws its own fraction from U(0, 1): CSDI's random
+            strategy, which trains the model for every missing rate; ``hide_fraction`` is then unused).
         src_loss_weight: Weight of the loss on the visible (source) stations.
         num_threads: ``torch.set_num_threads``; None = torch's default.
         loss: ``l1`` (masked mean absolute error, the default: the metric, and what GRIN, BRITS
@@ -291,6 +294,7 @@ class TrainConfig:
     hide_fraction: float = 0.25
     hide_block: int = 1
     hide_pattern: Literal["random", "history", "mix"] = "random"
+    hide_ratio: Literal["fixed", "uniform"] = "fixed"
     src_loss_weight: float = 1.0
     num_threads: int | None = None
     loss: Literal["l1", "mse"] = "l1"

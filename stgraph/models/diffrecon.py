@@ -12,12 +12,21 @@ coarse nodes are the visible stations (``batch.pos_src``) and the fine nodes the
   (intra-map GNN ⊕ ST-PointFormer, eq. 13). Training: ε-prediction, masked MSE on the cells to infer
   that have a truth (the ``src`` loss terms' cells the input lacks; in ``krige``, whose visible gaps
   are not scored, a further ``self_mask`` fraction of the observed cells is hidden per batch and
-  learned, CSDI's self-supervised masking).
+  learned, CSDI's self-supervised masking). ``backbone="csdi"`` replaces that one-layer predictor by
+  :class:`~stgraph.models.diffrecon_denoisers.CSDICoarseDenoiser`: CSDI's gated residual body
+  (``residual_layers`` × ``channels``, a time and a station transformer of ``residual_heads`` heads
+  over the noisy state, ``step_dim`` step embedding; CSDI's 4 × 64 × 8 × 128) whose side
+  information is the intra-map GNN ⊕ ST-PointFormer encoding of the conditions, computed once per
+  batch (it does not see the noisy state), so sampling runs only the body at each step.
 * **Stage 2, Diffusion-F** (fine inference): a conditional DDPM over the target stations' window,
   conditioned on the completed coarse series through
   :class:`~stgraph.models.diffrecon_denoisers.FineDenoiser` (T-PatternNet per coarse node, carried
   to the fine nodes over the bipartite kNN graph, plus the IDW of the completed values at the fine
-  node). Loss on the ``tgt`` terms' cells.
+  node), which knows where each fine node is (``fine_position``: its lat/lon encoding in the
+  visible stations' frame and its static covariates) and lets fine nodes exchange information after
+  each block (``fine_mixing``: the paper's U-Net when the fine nodes fill a lattice, a kNN graph
+  convolution over the fine stations otherwise; :mod:`stgraph.nn.fine_mixer`). Loss on the ``tgt``
+  terms' cells.
 * **Training schedule** (paper §IV-E): the first ``pretrain_fraction`` of the run's optimiser steps
   (:meth:`DiffRecon.set_training_budget`; a step counter buffer makes resume exact) trains the
   stages separately — stage 2 conditioned on the coarse truth (observed cells, plus the truth of the
@@ -26,7 +35,8 @@ coarse nodes are the visible stations (``batch.pos_src``) and the fine nodes the
   x̂0 = (x_τ - sqrt(1 - ᾱ_τ) ε̂) / sqrt(ᾱ_τ) of a noised completion (differentiable, so stage 2's loss
   reaches stage 1), observed cells kept. Until told its budget the model pre-trains. Ablations:
   ``pretrain=False`` (joint from step 0), ``joint=False`` (pre-training only), ``pointformer=False``
-  (GNN only), ``stage2="idw"`` (no stage 2: each stage-1 sample's IDW at the fine nodes).
+  (GNN only), ``tpatternnet=False`` (no T-PatternNet), ``stage2="idw"`` (no fine-grained diffusion:
+  each stage-1 sample's IDW at the fine nodes).
 * **Sampling** (:meth:`DiffRecon.forward`, no gradient): stage 1 draws ``num_samples`` completions
   (``sampler`` ``ddim``/``ddpm``, ``sampling_steps``, ``eta``), observed cells fixed to their values;
   stage 2 draws one fine sample per completion. ``src`` / ``tgt`` are the samples' medians (the
@@ -73,7 +83,8 @@ Deviations from the paper, named:
   synthetic impute check: scaled MAE 18 instead of 0.26). The untrained model samples the prior
   around the anchor; the loss is unchanged (MSE on ε).
 * The loss is CSDI's masked MSE on ε (``train.loss`` does not apply), stage 1 and stage 2 summed
-  with equal weight. Static covariates, ``anchor_tgt`` and ``aggregate`` are not used.
+  with equal weight. Static covariates reach stage 2 only (the fine nodes'); ``anchor_tgt`` and
+  ``aggregate`` are not used.
 """
 
 from __future__ import annotations
@@ -88,16 +99,28 @@ from stgraph.engine.probabilistic import sample_quantiles
 from stgraph.models.anchors import lerp_knn
 from stgraph.models.base import TASKS, DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.baselines.idw import masked_idw
-from stgraph.models.diffrecon_denoisers import CARRIES, CoarseDenoiser, FineCondition, FineDenoiser, idw_to_fine
+from stgraph.models.diffrecon_denoisers import (
+    CARRIES,
+    CoarseDenoiser,
+    CSDICoarseDenoiser,
+    FineCondition,
+    FineDenoiser,
+    idw_to_fine,
+)
 from stgraph.nn.intra_map_gnn import IntraMapGraph, intra_map_graph
 
 CONDITION_ANCHORS = ("lerp-knn", "idw", "none")
 STAGE2 = ("diffusion", "idw")
+BACKBONES = ("gnn", "csdi")
 
 
 @dataclass
 class DiffReconParams:
-    d_model: int = 32  # width of both denoisers
+    d_model: int = 32  # width of both denoisers (with backbone "csdi": of stage 1's conditioning encoders)
+    backbone: str = "gnn"  # stage 1: "gnn" (intra-map GNN ⊕ ST-PointFormer over the noisy state) or "csdi"
+    channels: int = 64  # backbone "csdi": residual channels (CSDI: 64)
+    residual_layers: int = 4  # backbone "csdi": gated residual layers (CSDI: 4)
+    residual_heads: int = 8  # backbone "csdi": heads of its time and station transformers (CSDI: 8)
     heads: int = 4  # ST-PointFormer attention heads
     num_layers: int = 1  # ST-PointFormer self/cross layers, GNN blocks per level, TimesBlocks, head blocks
     gnn_k: int = 4  # neighbours in the visible stations' kNN graph (intra-map GNN)
@@ -122,6 +145,9 @@ class DiffReconParams:
     stage2: str = "diffusion"  # "diffusion" or "idw" (ablation: IDW of each stage-1 sample)
     fine_k: int = 4  # coarse neighbours per fine node
     carry: str = "idw"  # coarse -> fine weights: "idw" or "attention"
+    tpatternnet: bool = True  # False: the "no T-PatternNet" ablation (coarse embeddings carried as they are)
+    fine_position: bool = True  # stage 2: each fine node's position (and static covariates) as input
+    fine_mixing: bool = True  # stage 2: fine nodes exchange information (U-Net on a lattice, kNN GNN otherwise)
     top_k: int = 2  # T-PatternNet periods per block
     num_kernels: int = 3  # T-PatternNet inception kernels
     pretrain: bool = True  # False: joint training from step 0 (ablation)
@@ -181,15 +207,20 @@ class DiffRecon(StationModel):
         c = sizes.out_channels
         self.other_channels = [i for i in range(sizes.in_channels) if i not in set(sizes.target_channels)]
         self.schedule = NoiseSchedule(p.diffusion_steps, p.beta_start, p.beta_end, p.schedule)
-        self.coarse = CoarseDenoiser(
+        coarse_args = (
             c, 2 * len(self.other_channels), p.d_model, p.heads, p.num_layers, p.cheb_k, p.gnn_levels,
             p.diffusion_steps, p.step_dim, sizes.window, p.pointformer,
         )  # fmt: skip
+        if p.backbone == "csdi":
+            self.coarse = CSDICoarseDenoiser(*coarse_args, p.channels, p.residual_layers, p.residual_heads)
+        else:
+            self.coarse = CoarseDenoiser(*coarse_args)
         self.fine = None
         if p.stage2 == "diffusion":
             self.fine = FineDenoiser(
                 c, p.d_model, p.num_layers, p.top_k, p.num_kernels, p.diffusion_steps, p.step_dim, p.fine_k, p.carry,
-                p.idw_power,
+                p.idw_power, tpatternnet=p.tpatternnet, position=p.fine_position, mixing=p.fine_mixing,
+                num_static=sizes.num_static,
             )  # fmt: skip
         self.register_buffer("noise_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
@@ -200,7 +231,8 @@ class DiffRecon(StationModel):
         if sizes.task not in DiffRecon.tasks:
             raise ValueError(f"DiffRecon: task must be one of {sorted(DiffRecon.tasks)}, got {sizes.task!r}")
         for name in ("d_model", "heads", "num_layers", "gnn_k", "cheb_k", "gnn_levels", "diffusion_steps",
-                     "num_samples", "fine_k", "top_k", "num_kernels", "anchor_k"):  # fmt: skip
+                     "num_samples", "fine_k", "top_k", "num_kernels", "anchor_k", "channels", "residual_layers",
+                     "residual_heads"):  # fmt: skip
             if getattr(p, name) < 1:
                 raise ValueError(f"DiffRecon: {name} must be >= 1, got {getattr(p, name)}")
         for name, value, allowed in (
@@ -209,6 +241,7 @@ class DiffRecon(StationModel):
             ("condition_anchor", p.condition_anchor, CONDITION_ANCHORS),
             ("stage2", p.stage2, STAGE2),
             ("carry", p.carry, CARRIES),
+            ("backbone", p.backbone, BACKBONES),
         ):
             if value not in allowed:
                 raise ValueError(f"DiffRecon: {name} must be one of {allowed}, got {value!r}")
@@ -227,6 +260,8 @@ class DiffRecon(StationModel):
             raise ValueError("DiffRecon: pretrain and joint cannot both be False (nothing would train)")
         if p.d_model % p.heads:
             raise ValueError(f"DiffRecon: d_model={p.d_model} must be divisible by heads={p.heads}")
+        if p.backbone == "csdi" and p.channels % p.residual_heads:
+            raise ValueError(f"DiffRecon: channels={p.channels} must be divisible by residual_heads={p.residual_heads}")
         if p.step_dim < 4 or p.step_dim % 2:
             raise ValueError(f"DiffRecon: step_dim must be even and >= 4, got {p.step_dim}")
 
@@ -295,9 +330,10 @@ class DiffRecon(StationModel):
         """Stage 2's ε̂ for x_t (B', W, N_f, C) given its condition (centred on the IDW anchor)."""
         return self.fine(x_t, t, cond) + self.prior_eps(x_t, t, cond.anchor)
 
-    def encode_points(self, ci: CoarseInputs, cond: torch.Tensor, cond_mask: torch.Tensor):
-        """ST-PointFormer's encoding of the conditioning cells (None without it)."""
-        return self.coarse.encode_points(cond, cond_mask, ci.time_enc, ci.node_feats, ci.pos)
+    def condition_coarse(self, ci: CoarseInputs, cond: torch.Tensor, cond_mask: torch.Tensor, anchor: torch.Tensor):
+        """Stage 1's step-independent conditioning of the (B, W, N, C) conditions, computed once per
+        batch (ST-PointFormer's encoded points; with backbone "csdi" the whole side information)."""
+        return self.coarse.condition(cond, cond_mask, anchor, ci.time_enc, ci.node_feats, ci.pos, ci.graph)
 
     # ---- training ------------------------------------------------------------------------------------
 
@@ -326,7 +362,7 @@ class DiffRecon(StationModel):
         cond = torch.where(cond_mask, x, torch.zeros_like(x))
         truth = torch.where(known, truth, torch.zeros_like(truth))  # CSDI: unknown cells diffuse from 0
         anchor = self.anchor(cond, cond_mask, ci.pos)
-        points = self.encode_points(ci, cond, cond_mask)  # shared by both stage-1 passes
+        points = self.condition_coarse(ci, cond, cond_mask, anchor)  # shared by both stage-1 passes
         b = x.size(0)
 
         def noised(t, eps):
@@ -360,7 +396,7 @@ class DiffRecon(StationModel):
             m_f = torch.zeros_like(fine_terms[0][1])
             for y, mask in fine_terms:
                 y_f, m_f = torch.where(mask, y.to(x.dtype), y_f), m_f | mask
-            cond_f = self.fine.condition(completed, ci.time_enc, ci.pos, batch.pos_tgt)
+            cond_f = self.fine.condition(completed, ci.time_enc, ci.pos, batch.pos_tgt, batch.static_tgt)
             t2 = sched.sample_timesteps(b, g)
             eps2 = randn(y_f.shape)
             loss = loss + masked_mse(
@@ -387,6 +423,7 @@ class DiffRecon(StationModel):
         canon = GraphBatch(
             x=batch.x[:, :, order_src], x_mask=batch.x_mask[:, :, order_src], x_time=batch.x_time,
             y_time=batch.y_time, pos_src=batch.pos_src[order_src], pos_tgt=batch.pos_tgt[order_tgt],
+            static_tgt=None if batch.static_tgt is None else batch.static_tgt[order_tgt],
         )  # fmt: skip
         ci = self.coarse_inputs(canon)
         x, m = ci.x, ci.mask
@@ -396,7 +433,7 @@ class DiffRecon(StationModel):
             completed = x.expand(s, *x.shape)
         else:
             anchor = self.anchor(x, m, ci.pos)
-            points = self.encode_points(ci, x, m)  # the observed points, encoded once
+            points = self.condition_coarse(ci, x, m, anchor)  # the observed points, encoded once
 
             def eps1(x_t, t):
                 return self.coarse_eps(ci, x_t, t, x, m, anchor, points, reps=s)
@@ -410,7 +447,9 @@ class DiffRecon(StationModel):
         elif self.fine is None:  # ablation: IDW of each completion
             fine = idw_to_fine(flat, ci.pos, canon.pos_tgt, p.fine_k, p.idw_power).unflatten(0, (s, b))
         else:
-            cond_f = self.fine.condition(flat, repeat_for_samples(ci.time_enc, s), ci.pos, canon.pos_tgt)
+            cond_f = self.fine.condition(
+                flat, repeat_for_samples(ci.time_enc, s), ci.pos, canon.pos_tgt, canon.static_tgt
+            )
             drawn = self._sample(lambda x_t, t: self.fine_eps(x_t, t, cond_f), (s * b, w, nf, c), 1, g, like=x)
             fine = drawn[0].unflatten(0, (s, b))
         samples_src = completed[:, :, :, torch.argsort(order_src)]

@@ -64,13 +64,17 @@ class LatLonEncoding(nn.Module):
         self.scale_km = scale_km
         self.mlp = nn.Sequential(nn.Linear(2 + 4 * num_frequencies, d), nn.SiLU(), nn.Linear(d, d))
 
-    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+    def forward(self, pos: torch.Tensor, origin=None, scale_km: float | None = None) -> torch.Tensor:
+        """``origin`` (2,) and ``scale_km`` override the module's frame for this call (e.g. the
+        frame of another node set, so that these nodes are placed in it)."""
         if pos.dim() != 2 or pos.size(-1) != 2:
             raise ValueError(f"pos must be (N, 2) latitude/longitude degrees, got shape {tuple(pos.shape)}")
         pos = pos.double()  # float32 degrees carry ~0.5 m of rounding, visible at the finest frequency
-        origin = pos.mean(0) if self.origin is None else self.origin.to(pos)
+        origin = origin if origin is not None else self.origin
+        origin = pos.mean(0) if origin is None else torch.as_tensor(origin).to(pos)
         u = local_km(pos, origin)  # (N, 2)
-        scale = u.norm(dim=-1).max().clamp_min(1e-3) if self.scale_km is None else self.scale_km
+        scale_km = scale_km if scale_km is not None else self.scale_km
+        scale = u.norm(dim=-1).max().clamp_min(1e-3) if scale_km is None else scale_km
         u = (u / scale).to(self.freqs.dtype)
         phase = (u[..., None] * self.freqs).flatten(-2)  # (N, 2F)
         return self.mlp(torch.cat([u, phase.sin(), phase.cos()], -1))

@@ -143,6 +143,28 @@ def test_hidden_cells_come_as_gaps_of_the_block_length():
     assert (lengths[inside] == 6).float().mean() > 0.5  # mostly single gaps, some merged
 
 
+def test_uniform_ratio_draws_one_missing_rate_per_window_from_0_to_1():
+    """hide_ratio: uniform (CSDI's random strategy): each window hides its own fraction of cells,
+    spread over (0, 1); fixed hides hide_fraction in every window."""
+    from stgraph.data.windows import Windows
+    from stgraph.engine.config import TrainConfig
+    from stgraph.engine.tasks.impute import Impute
+
+    b, w, n = 256, 24, 20
+    g = torch.Generator().manual_seed(0)
+    win = Windows(torch.randn(b, w, n, 1, generator=g), torch.ones(b, w, n, 1, dtype=torch.bool),
+                  torch.zeros(b, w, n, 1), torch.ones(b, w, n, 1, dtype=torch.bool), torch.zeros(b, w, 6),
+                  torch.zeros(b, w, 6), torch.arange(b))  # fmt: skip
+    rates = {}
+    for ratio in ("fixed", "uniform"):
+        tc = TrainConfig(hide_fraction=0.25, hide_ratio=ratio)
+        view = Impute().training_view(win, np.arange(n), np.array([0]), tc, torch.Generator().manual_seed(1))
+        rates[ratio] = (~view.w.x_mask).float().mean(dim=(1, 2, 3))  # (B,) hidden share per window
+    assert (rates["fixed"] - 0.25).abs().max() < 0.12
+    u = rates["uniform"]
+    assert u.min() < 0.05 and u.max() > 0.95 and abs(float(u.mean()) - 0.5) < 0.06 and u.std() > 0.25
+
+
 def test_history_pattern_hides_where_another_window_is_missing():
     from stgraph.engine.tasks.impute import history_cells
 

@@ -22,9 +22,12 @@ from stgraph.engine.tasks.base import LossTerm, Task, TrainingView
 from stgraph.models.base import Prediction
 
 
-def hidden_cells(shape: tuple[int, ...], fraction: float, block: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, W, N, C) bool cells to hide for ``impute`` training: about ``fraction`` of them, as
-    gaps of ``block`` consecutive steps (each step starts a gap with probability fraction/block)."""
+def hidden_cells(
+    shape: tuple[int, ...], fraction: float | torch.Tensor, block: int, gen: torch.Generator
+) -> torch.Tensor:
+    """(B, W, N, C) bool cells to hide for ``impute`` training: about ``fraction`` of them (a
+    number, or (B, 1, 1, 1) one per window), as gaps of ``block`` consecutive steps (each step
+    starts a gap with probability fraction/block)."""
     if block <= 1:
         return torch.rand(shape, generator=gen) < fraction
     starts = (torch.rand(shape, generator=gen) < fraction / block).to(torch.int32)
@@ -102,7 +105,11 @@ class Impute(Task):
         self, w: Windows, nodes: np.ndarray, targets: np.ndarray, tc, gen: torch.Generator
     ) -> TrainingView:
         y, y_mask, _ = self.out_window(w, targets)
-        hide = hidden_cells(tuple(w.x_mask.shape), tc.hide_fraction, tc.hide_block, gen)
+        fraction = tc.hide_fraction
+        if tc.hide_ratio == "uniform":  # CSDI: each sample's missing rate from U(0, 1) (Bernoulli cells
+            # at that rate, where CSDI hides exactly round(rate x observed) of them: the same in expectation)
+            fraction = torch.rand(w.x_mask.size(0), 1, 1, 1, generator=gen)
+        hide = hidden_cells(tuple(w.x_mask.shape), fraction, tc.hide_block, gen)
         if tc.hide_pattern != "random":
             hist = history_cells(w.x_mask, gen)
             if tc.hide_pattern == "mix":  # half of the windows (at random) take the history pattern

@@ -1,0 +1,134 @@
+"""CSDI's noise-predictor body on a station window: gated residual layers, each a transformer over
+time and a transformer over stations acting on the noisy state (Tashiro et al. 2021, §4 and
+``diff_models.py`` of the official code: ``diff_CSDI`` and ``ResidualBlock``).
+
+One layer, on h (B, W, N, C) with the step embedding e (B, D_e) and the side information
+s (B, W, N, S)::
+
+    y = h + Linear_e(e)                                  # the step, per channel
+    y = TimeTransformer(y)     over W, every (b, n)     # one encoder layer, CSDI: heads 8, ff 64, GELU
+    y = StationTransformer(y)  over N, every (b, w)     # (CSDI: its "feature" transformer over the K series)
+    y = Linear_mid(y) + Linear_cond(s)                   # 2C channels each
+    y = sigmoid(y[:C]) * tanh(y[C:])                     # gated activation (WaveNet / DiffWave)
+    residual, skip = Linear_out(y).chunk(2)
+    return (h + residual) / sqrt(2), skip
+
+:class:`CSDIBody` stacks ``layers`` of them after an input map (Linear + ReLU), sums the skips
+divided by sqrt(layers), and reads out through Linear → ReLU → Linear, the last zero at
+initialisation (ε̂ = 0 at the start, as CSDI). CSDI's defaults: 4 layers, 64 channels, 8 heads,
+a 128-wide step embedding. CSDI's 1x1 convolutions are per-cell linear maps here (the same thing).
+
+Deviations, named: a window with one step or one station skips the corresponding transformer (as
+CSDI does); nothing else differs in this module. What the side information holds is the caller's
+(:class:`~stgraph.models.diffrecon_denoisers.CSDICoarseDenoiser`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stgraph.diffusion import DiffusionStepEmbedding
+
+
+def _encoder_layer(channels: int, heads: int, ff: int) -> nn.TransformerEncoderLayer:
+    """CSDI's ``get_torch_trans``: one post-norm encoder layer, GELU, no dropout change (0.1)."""
+    return nn.TransformerEncoderLayer(
+        d_model=channels, nhead=heads, dim_feedforward=ff, activation="gelu", batch_first=True
+    )
+
+
+class CSDIResidualLayer(nn.Module):
+    """One gated residual layer.
+
+    Args:
+        channels: C. side_channels: S, width of the side information. step_channels: D_e, width of
+            the step embedding. heads: attention heads of both transformers. ff: their feed-forward width.
+
+    Shapes: h (B, W, N, C), step (B, D_e), side (B, W, N, S) -> ((B, W, N, C) next h, (B, W, N, C) skip).
+    """
+
+    def __init__(self, channels: int, side_channels: int, step_channels: int, heads: int, ff: int = 64):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"CSDIResidualLayer: channels={channels} must be divisible by heads={heads}")
+        self.step_proj = nn.Linear(step_channels, channels)
+        self.time_layer = _encoder_layer(channels, heads, ff)
+        self.station_layer = _encoder_layer(channels, heads, ff)
+        self.mid_proj = nn.Linear(channels, 2 * channels)
+        self.cond_proj = nn.Linear(side_channels, 2 * channels)
+        self.out_proj = nn.Linear(channels, 2 * channels)
+        # CSDI initialises its 1x1 convolutions with Kaiming normal
+        for lin in (self.mid_proj, self.cond_proj, self.out_proj):
+            nn.init.kaiming_normal_(lin.weight)
+
+    def forward(self, h: torch.Tensor, step: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, w, n, c = h.shape
+        y = h + self.step_proj(step)[:, None, None, :]
+        if w > 1:  # sequences over time, one per (b, n)
+            y = self.time_layer(y.transpose(1, 2).reshape(b * n, w, c)).view(b, n, w, c).transpose(1, 2)
+        if n > 1:  # sequences over stations, one per (b, w)
+            y = self.station_layer(y.reshape(b * w, n, c)).view(b, w, n, c)
+        y = self.mid_proj(y) + self.cond_proj(side)
+        gate, filt = y.chunk(2, dim=-1)
+        y = self.out_proj(torch.sigmoid(gate) * torch.tanh(filt))
+        residual, skip = y.chunk(2, dim=-1)
+        return (h + residual) / math.sqrt(2.0), skip
+
+
+class CSDIBody(nn.Module):
+    """CSDI's ε predictor body.
+
+    Args:
+        in_channels: I, per-cell input width (CSDI: 2, the conditioning value and the noisy value).
+        out_channels: O, ε channels. channels: C. side_channels: S. layers: residual layers.
+        heads: attention heads. num_steps: T. step_dim: width of the sinusoidal step table (and of
+            its projection, CSDI: 128). ff: the transformers' feed-forward width (CSDI: 64).
+
+    Shapes: x (B, W, N, I), t (B,) int64 steps, side (B, W, N, S) -> ε̂ (B, W, N, O).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: int = 64,
+        side_channels: int = 64,
+        layers: int = 4,
+        heads: int = 8,
+        num_steps: int = 50,
+        step_dim: int = 128,
+        ff: int = 64,
+    ):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"CSDIBody: layers must be >= 1, got {layers}")
+        self.input_proj = nn.Linear(in_channels, channels)
+        nn.init.kaiming_normal_(self.input_proj.weight)
+        self.step_embed = DiffusionStepEmbedding(num_steps, step_dim)
+        self.layers = nn.ModuleList(
+            CSDIResidualLayer(channels, side_channels, step_dim, heads, ff) for _ in range(layers)
+        )
+        self.out1 = nn.Linear(channels, channels)
+        nn.init.kaiming_normal_(self.out1.weight)
+        self.out2 = nn.Linear(channels, out_channels)
+        nn.init.zeros_(self.out2.weight)
+        nn.init.zeros_(self.out2.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or side.shape[:3] != x.shape[:3]:
+            raise ValueError(
+                f"CSDIBody: x must be (B, W, N, I) and side (B, W, N, S) on the same cells, got "
+                f"{tuple(x.shape)} and {tuple(side.shape)}"
+            )
+        h = F.relu(self.input_proj(x))
+        step = self.step_embed(t)
+        skips = 0.0
+        for layer in self.layers:
+            h, skip = layer(h, step, side)
+            skips = skips + skip
+        h = skips / math.sqrt(len(self.layers))
+        return self.out2(F.relu(self.out1(h)))

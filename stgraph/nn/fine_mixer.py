@@ -1,0 +1,95 @@
+"""Exchange between fine nodes: DiffRecon stage 2's intra-map step (seed 002 §IV-C, the fine U-Net).
+
+Stage 2's per-node head sees each fine node alone; fixed fine-scale structure (a ridge, a coast, a
+street canyon between two hidden stations) needs the fine nodes to see each other. The paper's fine
+denoiser is a 2-D U-Net over the fine map. Here:
+
+* on a full regular lattice (every (lat, lon) pair of the fine nodes' unique latitudes and
+  longitudes present once: an ERA5 grid, for instance), the fine nodes are scattered onto the
+  I × J map and pass through :class:`~stgraph.nn.unet2d.UNet2d`, per time step;
+* otherwise (stations), residual Chebyshev graph convolutions over the fine nodes' symmetric kNN
+  graph (:class:`~stgraph.nn.intra_map_gnn.IntraMapGNN`, one level).
+
+:func:`fine_layout` decides from positions alone, once per node set; :class:`FineMixer` applies it.
+A single fine node has nothing to exchange with: the mixer returns its input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stgraph.nn.intra_map_gnn import IntraMapGNN, IntraMapGraph, intra_map_graph
+from stgraph.nn.unet2d import UNet2d
+
+LATTICE_DECIMALS = 6  # positions equal to 1e-6 degrees (~0.1 m) are on the same lattice line
+
+
+@dataclass
+class FineLayout:
+    """How the N fine nodes are arranged.
+
+    Attributes:
+        lattice: (I, J) when the nodes fill a regular lattice, else None.
+        cell: (N,) long, each node's flat lattice index i·J + j (lattice only).
+        graph: the nodes' kNN graph (not on a lattice, N >= 2), else None.
+    """
+
+    lattice: tuple[int, int] | None
+    cell: torch.Tensor | None
+    graph: IntraMapGraph | None
+
+
+def lattice_cells(pos: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor] | None:
+    """((I, J), cell (N,)) if the (N, 2) lat/lon positions fill an I × J lattice exactly once, else None.
+    Rows run south to north (latitude ascending), columns west to east."""
+    p = torch.round(pos.detach().double().cpu() * 10**LATTICE_DECIMALS)
+    lats, i = torch.unique(p[:, 0], return_inverse=True)
+    lons, j = torch.unique(p[:, 1], return_inverse=True)
+    rows, cols = lats.numel(), lons.numel()
+    if rows < 2 or cols < 2 or rows * cols != pos.size(0):
+        return None
+    cell = i * cols + j
+    if torch.unique(cell).numel() != pos.size(0):
+        return None
+    return (rows, cols), cell
+
+
+def fine_layout(pos: torch.Tensor, k: int = 8) -> FineLayout:
+    """The layout of (N, 2) fine positions: a lattice if they fill one, else a kNN graph (N >= 2)."""
+    found = lattice_cells(pos)
+    if found is not None:
+        return FineLayout(found[0], found[1], None)
+    if pos.size(0) < 2:
+        return FineLayout(None, None, None)
+    return FineLayout(None, None, intra_map_graph(pos.detach().cpu(), k=min(k, pos.size(0) - 1)))
+
+
+class FineMixer(nn.Module):
+    """Residual exchange between fine nodes: x + U-Net(x) on a lattice, x + GNN(x) - x on a graph.
+
+    Args:
+        channels: D. num_layers: Chebyshev blocks (graph). cheb_k: their K. unet_hidden: the
+            U-Net's first width (lattice).
+
+    Shapes: x (B, W, N, D), layout :func:`fine_layout` of the N nodes -> (B, W, N, D).
+    """
+
+    def __init__(self, channels: int, num_layers: int = 1, cheb_k: int = 2, unet_hidden: int = 32):
+        super().__init__()
+        self.graph = IntraMapGNN(channels, num_layers, cheb_k, levels=1)  # residual blocks inside
+        self.unet = UNet2d(channels, unet_hidden)
+
+    def forward(self, x: torch.Tensor, layout: FineLayout) -> torch.Tensor:
+        b, w, n, d = x.shape
+        if layout.lattice is not None:
+            rows, cols = layout.lattice
+            cell = layout.cell.to(x.device)
+            grid = x.new_zeros(b * w, rows * cols, d).index_copy(1, cell, x.reshape(b * w, n, d))
+            out = self.unet(grid.transpose(1, 2).reshape(b * w, d, rows, cols))  # (B·W, D, I, J)
+            return x + out.reshape(b * w, d, rows * cols).transpose(1, 2)[:, cell].reshape(b, w, n, d)
+        if layout.graph is None:
+            return x
+        return self.graph(x, layout.graph)

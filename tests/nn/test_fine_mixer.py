@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from stgraph.nn.fine_mixer import FineMixer, fine_layout, lattice_cells
+
+
+def grid(rows: int, cols: int) -> torch.Tensor:
+    lat, lon = torch.meshgrid(50.0 + 0.25 * torch.arange(rows), -3.0 + 0.25 * torch.arange(cols), indexing="ij")
+    return torch.stack([lat.flatten(), lon.flatten()], -1)
+
+
+def test_a_full_lattice_is_found_in_any_node_order():
+    pos = grid(3, 4)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    (rows, cols), cell = lattice_cells(pos[perm])
+    assert (rows, cols) == (3, 4)
+    assert torch.equal(cell, torch.arange(12)[perm])  # row-major from the south-west corner
+
+
+@pytest.mark.parametrize(
+    "pos",
+    [grid(3, 4)[:-1], torch.tensor([[50.0, 1.0], [50.3, 1.7], [50.9, 0.2]]), grid(1, 5)],
+    ids=["one-cell-missing", "scattered", "one-row"],
+)
+def test_anything_else_is_not_a_lattice(pos):
+    assert lattice_cells(pos) is None
+    layout = fine_layout(pos)
+    assert layout.lattice is None and layout.graph is not None
+
+
+def test_the_lattice_mixer_is_the_unet_on_the_map():
+    torch.manual_seed(0)
+    mixer = FineMixer(4, unet_hidden=8)
+    pos = grid(3, 4)
+    x = torch.randn(2, 5, 12, 4)
+    out = mixer(x, fine_layout(pos))
+    maps = x.reshape(10, 3, 4, 4).permute(0, 3, 1, 2)  # nodes are row-major already
+    expected = x + mixer.unet(maps).permute(0, 2, 3, 1).reshape(2, 5, 12, 4)
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("pos", [grid(3, 4), torch.rand(7, 2) + torch.tensor([50.0, 0.0])], ids=["lattice", "graph"])
+def test_mixing_does_not_depend_on_node_order(pos):
+    torch.manual_seed(0)
+    mixer = FineMixer(4, unet_hidden=8)
+    x = torch.randn(2, 3, pos.size(0), 4)
+    perm = torch.randperm(pos.size(0), generator=torch.Generator().manual_seed(1))
+    out = mixer(x, fine_layout(pos))
+    out_perm = mixer(x[:, :, perm], fine_layout(pos[perm]))
+    torch.testing.assert_close(out_perm, out[:, :, perm], atol=1e-5, rtol=1e-5)
+
+
+def test_nodes_exchange_information_and_one_node_is_left_alone():
+    torch.manual_seed(0)
+    mixer = FineMixer(4, unet_hidden=8)
+    pos = torch.tensor([[50.0, 1.0], [50.1, 1.1], [50.9, 0.2]])
+    x = torch.randn(1, 2, 3, 4)
+    x2 = x.clone()
+    x2[:, :, 1] += torch.randn(4)  # change node 1 only (not by a constant: LayerNorm would remove it)
+    changed = (mixer(x2, fine_layout(pos)) - mixer(x, fine_layout(pos)))[:, :, 0]
+    assert changed.abs().max() > 1e-4  # node 0 heard of it
+    one = torch.randn(1, 2, 1, 4)
+    assert torch.equal(mixer(one, fine_layout(pos[:1])), one)
