@@ -250,6 +250,11 @@ class TrainConfig:
         hide_ratio: ``impute`` only: ``fixed`` (every window hides ``hide_fraction`` of its cells)
             or ``uniform`` (each window draws its own fraction from U(0, 1): CSDI's random
             strategy, which trains the model for every missing rate; ``hide_fraction`` is then unused).
+        val_score: What validation scores (model selection, early stopping): ``mae`` (the
+            estimate's MAE at the validation cells, standardised units; a sampling model samples)
+            or ``loss`` (the model's training objective at the same cells with every random draw
+            fixed: a diffusion model's ε-MSE at fixed noise and diffusion steps, CSDI's
+            ``calc_loss_valid``; no sampling, so it costs one forward pass per window).
         src_loss_weight: Weight of the loss on the visible (source) stations.
         num_threads: ``torch.set_num_threads``; None = torch's default.
         loss: ``l1`` (masked mean absolute error, the default: the metric, and what GRIN, BRITS
@@ -295,6 +300,7 @@ class TrainConfig:
     hide_block: int = 1
     hide_pattern: Literal["random", "history", "mix"] = "random"
     hide_ratio: Literal["fixed", "uniform"] = "fixed"
+    val_score: Literal["mae", "loss"] = "mae"
     src_loss_weight: float = 1.0
     num_threads: int | None = None
     loss: Literal["l1", "mse"] = "l1"

@@ -102,6 +102,8 @@ def _validate(model: StationModel, exp: Experiment) -> float:
     if (len(tgt) == 0 and not task.scores_visible) or len(inputs) == 0:
         raise ValueError("validation needs val-role stations and a val period with at least one window")
     groups = ("hidden", *task.extra_groups)
+    if tc.val_score == "loss":
+        return _validation_loss(model, exp, inputs, truth, src, tgt, groups)
     err, count = dict.fromkeys(groups, 0.0), dict.fromkeys(groups, 0.0)
     for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
         pred = chunked_forward(model, exp, inputs[idx], src, tgt)[0]
@@ -118,6 +120,29 @@ def _validate(model: StationModel, exp: Experiment) -> float:
     if empty:
         raise ValueError(f"the val period holds no scored cell ({', '.join(empty)})")
     return sum(err[g] / count[g] for g in groups) / len(groups)
+
+
+def _validation_loss(model: StationModel, exp: Experiment, inputs, truth, src, tgt, groups) -> float:
+    """Mean over the validation windows of the model's training objective with one loss term per
+    scored group (its cells, weight 1), batch i's random draws fixed by i
+    (:meth:`~stgraph.models.base.StationModel.validation_loss`)."""
+    task, loss_fn = exp.task_obj, LOSSES[exp.cfg.train.loss]
+    total, seen = 0.0, 0
+    for i, idx in enumerate(torch.arange(len(inputs)).split(exp.cfg.train.batch_size)):
+        w = inputs[idx]
+        y, m, _ = exp.out_window(truth[idx])
+        marker = Prediction(src=y.new_zeros(0), tgt=y.new_zeros(0))  # which output a group scores
+        terms = []
+        for g in groups:
+            if g == "hidden":
+                p, yg, mg = exp.scored(marker, y, m, src, tgt)
+            else:
+                p, yg, mg = task.scored_group(g, marker, y, m, src, tgt, w.start)
+            terms.append(LossTerm("src" if p is marker.src else "tgt", yg, mg, 1.0))
+        loss = model.validation_loss(exp.batch(w, src, tgt), [(t.which, t.y, t.mask, t.weight) for t in terms],
+                                     loss_fn, i)  # fmt: skip
+        total, seen = total + float(loss) * len(idx), seen + len(idx)
+    return total / seen
 
 
 def _lr_factor(tc, step: int, epoch: int, plateau_factor: float) -> float:
@@ -305,6 +330,7 @@ def train_model(
         "early_stopped": bool(early),  # the validation score stopped improving for `patience` epochs
         "stopped": "early stopping" if early else ("step budget" if budget.by_steps else "epoch cap"),
         "val_gain_over_initial": gain,
+        "val_score": tc.val_score,  # what best_val / initial_val measure: "mae" or "loss"
         "steps_per_second": state["step"] / state["seconds"] if state["seconds"] else 0.0,
         "wall_seconds": state["seconds"],
         "seconds_per_epoch": float(np.mean([r["epoch_seconds"] for r in log])) if log else 0.0,

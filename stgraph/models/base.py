@@ -193,6 +193,14 @@ class StationModel(nn.Module):
 
     has_training_loss: bool = False
 
+    def validation_loss(self, batch: GraphBatch, terms: list[tuple], loss_fn, draw: int) -> torch.Tensor:
+        """The training objective on a validation batch (``train.val_score: loss``), called in eval
+        mode without gradients. Every random draw must be a function of ``draw`` (the batch's
+        index in the fixed validation set) and the weights, so that two validations of the same
+        weights agree (CSDI's ``calc_loss_valid``). Default: :meth:`training_loss` (the trainer
+        seeds the global RNG the same way at every validation)."""
+        return self.training_loss(batch, terms, loss_fn)
+
     def set_training_budget(self, total_steps: int) -> None:
         """Told by the engine before training: the most optimiser steps this run may take
         (epochs x batches per epoch). Schedules that the papers define in steps (DCRNN's

@@ -112,6 +112,7 @@ from stgraph.nn.intra_map_gnn import IntraMapGraph, intra_map_graph
 CONDITION_ANCHORS = ("lerp-knn", "idw", "none")
 STAGE2 = ("diffusion", "idw")
 BACKBONES = ("gnn", "csdi")
+VALIDATION_OFFSET = 10**12  # validation draws' streams start beyond any training step
 
 
 @dataclass
@@ -225,6 +226,7 @@ class DiffRecon(StationModel):
         self.register_buffer("noise_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self._budget: int | None = None
+        self._validation_draw: int | None = None  # set by validation_loss
 
     @staticmethod
     def _check(sizes: DataSizes, p: DiffReconParams) -> None:
@@ -338,7 +340,19 @@ class DiffRecon(StationModel):
     # ---- training ------------------------------------------------------------------------------------
 
     def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(int(self.noise_seed) * 1_000_003 + int(self.train_steps))
+        draw = int(self.train_steps) if self._validation_draw is None else VALIDATION_OFFSET + self._validation_draw
+        return torch.Generator().manual_seed(int(self.noise_seed) * 1_000_003 + draw)
+
+    def validation_loss(self, batch: GraphBatch, terms: list[tuple], loss_fn=None, draw: int = 0) -> torch.Tensor:
+        """:meth:`training_loss` with its diffusion steps, noise and masks drawn from a stream of
+        ``draw`` that no training step uses, in the current phase; the step counter is unchanged."""
+        saved = self.train_steps.clone()
+        self._validation_draw = draw
+        try:
+            return self.training_loss(batch, terms, loss_fn)
+        finally:
+            self._validation_draw = None
+            self.train_steps.copy_(saved)
 
     def training_loss(self, batch: GraphBatch, terms: list[tuple], loss_fn=None) -> torch.Tensor:
         """Stage 1's ε loss at the cells to infer plus stage 2's at the targets (see the module

@@ -3,6 +3,7 @@ deterministic validation, schedules, gains over the untrained model, month-align
 cell once, SPIN's per-window scoring and the official out-of-sample training data."""
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -118,6 +119,32 @@ def test_validation_of_a_sampling_model_is_deterministic_and_leaves_the_rng_alon
     assert torch.equal(torch.get_rng_state(), before)
     torch.rand(5)  # whatever the caller's stream did meanwhile
     assert validate(model, exp) == first
+
+
+@pytest.mark.parametrize("task", ["krige", "impute"])
+def test_validation_by_the_training_objective_is_fixed_and_follows_the_weights(data, task, tmp_path):
+    """val_score: loss scores the diffusion ε-MSE at fixed noise and steps (CSDI's calc_loss_valid):
+    the same value at every call, without moving the step counter, and a different one after the
+    weights change; a run records what its validation measured."""
+    cfg = steps_cfg(val_score="loss", early_stopping=False)
+    cfg.model.name, cfg.model.hparams = "diffrecon", dict(TINY["diffrecon"])
+    if task == "impute":
+        data = replace(data, eval_mask=data.mask & (np.random.default_rng(0).random(data.mask.shape) < 0.1))
+        cfg.data.task, cfg.split.time_gap = "impute", 0
+    exp, model = build_experiment(cfg, data)
+    model.set_training_budget(10)
+    first = validate(model, exp)
+    assert first == validate(model, exp) and int(model.train_steps) == 0
+    exp.cfg.train.val_score = "mae"
+    assert validate(model, exp) != first  # a different metric: the sampled estimate's MAE
+    exp.cfg.train.val_score = "loss"
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert validate(model, exp) != first
+    exp, model = build_experiment(cfg, data)
+    summary = train_model(model, exp, RunDir(tmp_path / "r"), progress=False)
+    assert summary["val_score"] == "loss" and summary["steps"] == 10
 
 
 def test_block_windows_start_at_each_block_and_cover_its_tail():
