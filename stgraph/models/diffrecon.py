@@ -18,6 +18,10 @@ coarse nodes are the visible stations (``batch.pos_src``) and the fine nodes the
   over the noisy state, ``step_dim`` step embedding; CSDI's 4 × 64 × 8 × 128) whose side
   information is the intra-map GNN ⊕ ST-PointFormer encoding of the conditions, computed once per
   batch (it does not see the noisy state), so sampling runs only the body at each step.
+  ``pristi=True`` makes the body's layers PriSTI's (Liu et al. 2023): attention whose queries and
+  keys are that conditional feature (which already holds the ``lerp-knn`` interpolation, PriSTI's
+  interpolated input) and whose values are the noisy state, plus message passing over the visible
+  stations' kNN graph (PriSTI's geography-aware spatial step).
 * **Stage 2, Diffusion-F** (fine inference): a conditional DDPM over the target stations' window,
   conditioned on the completed coarse series through
   :class:`~stgraph.models.diffrecon_denoisers.FineDenoiser` (T-PatternNet per coarse node, carried
@@ -122,6 +126,7 @@ class DiffReconParams:
     channels: int = 64  # backbone "csdi": residual channels (CSDI: 64)
     residual_layers: int = 4  # backbone "csdi": gated residual layers (CSDI: 4)
     residual_heads: int = 8  # backbone "csdi": heads of its time and station transformers (CSDI: 8)
+    pristi: bool = False  # backbone "csdi": PriSTI's layers (conditional feature as attention queries/keys + MPNN)
     heads: int = 4  # ST-PointFormer attention heads
     num_layers: int = 1  # ST-PointFormer self/cross layers, GNN blocks per level, TimesBlocks, head blocks
     gnn_k: int = 4  # neighbours in the visible stations' kNN graph (intra-map GNN)
@@ -213,7 +218,9 @@ class DiffRecon(StationModel):
             p.diffusion_steps, p.step_dim, sizes.window, p.pointformer,
         )  # fmt: skip
         if p.backbone == "csdi":
-            self.coarse = CSDICoarseDenoiser(*coarse_args, p.channels, p.residual_layers, p.residual_heads)
+            self.coarse = CSDICoarseDenoiser(
+                *coarse_args, p.channels, p.residual_layers, p.residual_heads, conditional=p.pristi
+            )
         else:
             self.coarse = CoarseDenoiser(*coarse_args)
         self.fine = None
@@ -264,6 +271,8 @@ class DiffRecon(StationModel):
             raise ValueError(f"DiffRecon: d_model={p.d_model} must be divisible by heads={p.heads}")
         if p.backbone == "csdi" and p.channels % p.residual_heads:
             raise ValueError(f"DiffRecon: channels={p.channels} must be divisible by residual_heads={p.residual_heads}")
+        if p.pristi and p.backbone != "csdi":
+            raise ValueError("DiffRecon: pristi=True needs backbone='csdi' (PriSTI's layers are CSDI's, conditioned)")
         if p.step_dim < 4 or p.step_dim % 2:
             raise ValueError(f"DiffRecon: step_dim must be even and >= 4, got {p.step_dim}")
 

@@ -218,6 +218,8 @@ class CSDICoarseDenoiser(nn.Module):
         num_steps: T. step_dim: step table width (CSDI: 128). max_steps: the longest window.
         pointformer: False = no ST-PointFormer (the GNN alone conditions).
         channels, residual_layers, residual_heads: the body's (CSDI: 64, 4, 8).
+        conditional: PriSTI's layers: attention with the side information as queries and keys,
+            and message passing over the visible stations' graph (the GNN's Laplacian).
 
     Deviations from CSDI, named: CSDI's side information is a 128-wide sinusoidal embedding of
     the step within the window, a learned 16-wide embedding of each series (station) and the
@@ -247,9 +249,11 @@ class CSDICoarseDenoiser(nn.Module):
         channels: int = 64,
         residual_layers: int = 4,
         residual_heads: int = 8,
+        conditional: bool = False,
     ):
         super().__init__()
         c, d = value_channels, d_model
+        self.conditional = conditional
         self.value_channels, self.node_features = c, node_features
         self.cell_in = nn.Linear(3 * c, d)  # [cond, cond_mask, anchor]
         self.time_in = nn.Linear(TIME_FEATURES, d)
@@ -275,7 +279,7 @@ class CSDICoarseDenoiser(nn.Module):
         self.fuse = nn.Linear(2 * d if pointformer else d, d)
         self.body = CSDIBody(
             2 * c, c, channels=channels, side_channels=d, layers=residual_layers, heads=residual_heads,
-            num_steps=num_steps, step_dim=step_dim,
+            num_steps=num_steps, step_dim=step_dim, conditional=conditional,
         )  # fmt: skip
 
     def condition(
@@ -320,7 +324,8 @@ class CSDICoarseDenoiser(nn.Module):
         reps = x_t.size(0) // side.size(0)
         if reps > 1:
             side = side.repeat(reps, 1, 1, 1)
-        return self.body(torch.cat([cond, x_t], -1), t, side)
+        laplacian = graph.laplacians[0].to(x_t.device) if self.conditional else None
+        return self.body(torch.cat([cond, x_t], -1), t, side, laplacian)
 
 
 @dataclass

@@ -18,9 +18,20 @@ divided by sqrt(layers), and reads out through Linear → ReLU → Linear, the l
 initialisation (ε̂ = 0 at the start, as CSDI). CSDI's defaults: 4 layers, 64 channels, 8 heads,
 a 128-wide step embedding. CSDI's 1x1 convolutions are per-cell linear maps here (the same thing).
 
+``conditional=True`` is PriSTI's noise estimation layer (Liu et al. 2023, §IV-C) in this frame:
+both attentions take their queries and keys from the conditional feature (the side information,
+projected to C channels) and their values from the noisy state, and the station step adds a
+message-passing term over the stations' graph (a Chebyshev graph convolution on the given scaled
+Laplacian, PriSTI's MPNN on its geographic adjacency)::
+
+    y = LN(v + MHA(q = k = Linear(s), v));  y = LN(y + FF(y))      # each of time and stations
+    y = y + ChebConv(y, L̃)                                          # stations only, when L̃ is given
+
 Deviations, named: a window with one step or one station skips the corresponding transformer (as
-CSDI does); nothing else differs in this module. What the side information holds is the caller's
-(:class:`~stgraph.models.diffrecon_denoisers.CSDICoarseDenoiser`).
+CSDI does); PriSTI's conditional feature is its own extraction module over the linearly
+interpolated series, here it is whatever the caller gives as side information (DiffRecon's
+encoding of the conditions and their interpolation, :class:`~stgraph.models.diffrecon_denoisers.CSDICoarseDenoiser`);
+PriSTI's MPNN is a 2-term Chebyshev convolution here; nothing else differs in this module.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stgraph.diffusion import DiffusionStepEmbedding
+from stgraph.nn.cheb_conv import ChebConv
 
 
 def _encoder_layer(channels: int, heads: int, ff: int) -> nn.TransformerEncoderLayer:
@@ -41,23 +53,54 @@ def _encoder_layer(channels: int, heads: int, ff: int) -> nn.TransformerEncoderL
     )
 
 
+class ConditionalAttentionLayer(nn.Module):
+    """PriSTI's attention layer: queries and keys from the conditional feature, values from the
+    state; post-norm, GELU feed-forward, dropout 0.1 (as :func:`_encoder_layer`).
+
+    Shapes: v (L, S, C) sequences of the state, cond (L, S, C_s) of the conditional feature -> (L, S, C).
+    """
+
+    def __init__(self, channels: int, cond_channels: int, heads: int, ff: int = 64, dropout: float = 0.1):
+        super().__init__()
+        self.cond = nn.Linear(cond_channels, channels)
+        self.attn = nn.MultiheadAttention(channels, heads, dropout=dropout, batch_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.ff = nn.Sequential(nn.Linear(channels, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, channels))
+        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, v: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        qk = self.cond(cond)
+        y = self.norm1(v + self.drop1(self.attn(qk, qk, v, need_weights=False)[0]))
+        return self.norm2(y + self.drop2(self.ff(y)))
+
+
 class CSDIResidualLayer(nn.Module):
     """One gated residual layer.
 
     Args:
         channels: C. side_channels: S, width of the side information. step_channels: D_e, width of
             the step embedding. heads: attention heads of both transformers. ff: their feed-forward width.
+        conditional: PriSTI's layer (see the module docstring) instead of CSDI's.
 
-    Shapes: h (B, W, N, C), step (B, D_e), side (B, W, N, S) -> ((B, W, N, C) next h, (B, W, N, C) skip).
+    Shapes: h (B, W, N, C), step (B, D_e), side (B, W, N, S), laplacian (N, N) or None ->
+    ((B, W, N, C) next h, (B, W, N, C) skip).
     """
 
-    def __init__(self, channels: int, side_channels: int, step_channels: int, heads: int, ff: int = 64):
+    def __init__(
+        self, channels: int, side_channels: int, step_channels: int, heads: int, ff: int = 64, conditional: bool = False
+    ):
         super().__init__()
         if channels % heads:
             raise ValueError(f"CSDIResidualLayer: channels={channels} must be divisible by heads={heads}")
+        self.conditional = conditional
         self.step_proj = nn.Linear(step_channels, channels)
-        self.time_layer = _encoder_layer(channels, heads, ff)
-        self.station_layer = _encoder_layer(channels, heads, ff)
+        if conditional:
+            self.time_layer = ConditionalAttentionLayer(channels, side_channels, heads, ff)
+            self.station_layer = ConditionalAttentionLayer(channels, side_channels, heads, ff)
+            self.mpnn = ChebConv(channels, channels, 2)
+        else:
+            self.time_layer = _encoder_layer(channels, heads, ff)
+            self.station_layer = _encoder_layer(channels, heads, ff)
         self.mid_proj = nn.Linear(channels, 2 * channels)
         self.cond_proj = nn.Linear(side_channels, 2 * channels)
         self.out_proj = nn.Linear(channels, 2 * channels)
@@ -65,13 +108,25 @@ class CSDIResidualLayer(nn.Module):
         for lin in (self.mid_proj, self.cond_proj, self.out_proj):
             nn.init.kaiming_normal_(lin.weight)
 
-    def forward(self, h: torch.Tensor, step: torch.Tensor, side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, step: torch.Tensor, side: torch.Tensor, laplacian: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, w, n, c = h.shape
         y = h + self.step_proj(step)[:, None, None, :]
         if w > 1:  # sequences over time, one per (b, n)
-            y = self.time_layer(y.transpose(1, 2).reshape(b * n, w, c)).view(b, n, w, c).transpose(1, 2)
+            seq = y.transpose(1, 2).reshape(b * n, w, c)
+            if self.conditional:
+                seq = self.time_layer(seq, side.transpose(1, 2).reshape(b * n, w, -1))
+            else:
+                seq = self.time_layer(seq)
+            y = seq.view(b, n, w, c).transpose(1, 2)
         if n > 1:  # sequences over stations, one per (b, w)
-            y = self.station_layer(y.reshape(b * w, n, c)).view(b, w, n, c)
+            if self.conditional:
+                y = self.station_layer(y.reshape(b * w, n, c), side.reshape(b * w, n, -1)).view(b, w, n, c)
+                if laplacian is not None:
+                    y = y + self.mpnn(y, laplacian=laplacian)
+            else:
+                y = self.station_layer(y.reshape(b * w, n, c)).view(b, w, n, c)
         y = self.mid_proj(y) + self.cond_proj(side)
         gate, filt = y.chunk(2, dim=-1)
         y = self.out_proj(torch.sigmoid(gate) * torch.tanh(filt))
@@ -87,8 +142,10 @@ class CSDIBody(nn.Module):
         out_channels: O, ε channels. channels: C. side_channels: S. layers: residual layers.
         heads: attention heads. num_steps: T. step_dim: width of the sinusoidal step table (and of
             its projection, CSDI: 128). ff: the transformers' feed-forward width (CSDI: 64).
+        conditional: PriSTI's layers (conditional-feature attention and message passing).
 
-    Shapes: x (B, W, N, I), t (B,) int64 steps, side (B, W, N, S) -> ε̂ (B, W, N, O).
+    Shapes: x (B, W, N, I), t (B,) int64 steps, side (B, W, N, S), laplacian (N, N) scaled
+    Laplacian of the stations' graph or None (conditional layers only) -> ε̂ (B, W, N, O).
     """
 
     def __init__(
@@ -102,6 +159,7 @@ class CSDIBody(nn.Module):
         num_steps: int = 50,
         step_dim: int = 128,
         ff: int = 64,
+        conditional: bool = False,
     ):
         super().__init__()
         if layers < 1:
@@ -110,7 +168,7 @@ class CSDIBody(nn.Module):
         nn.init.kaiming_normal_(self.input_proj.weight)
         self.step_embed = DiffusionStepEmbedding(num_steps, step_dim)
         self.layers = nn.ModuleList(
-            CSDIResidualLayer(channels, side_channels, step_dim, heads, ff) for _ in range(layers)
+            CSDIResidualLayer(channels, side_channels, step_dim, heads, ff, conditional) for _ in range(layers)
         )
         self.out1 = nn.Linear(channels, channels)
         nn.init.kaiming_normal_(self.out1.weight)
@@ -118,7 +176,9 @@ class CSDIBody(nn.Module):
         nn.init.zeros_(self.out2.weight)
         nn.init.zeros_(self.out2.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, side: torch.Tensor, laplacian: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if x.dim() != 4 or side.shape[:3] != x.shape[:3]:
             raise ValueError(
                 f"CSDIBody: x must be (B, W, N, I) and side (B, W, N, S) on the same cells, got "
@@ -128,7 +188,7 @@ class CSDIBody(nn.Module):
         step = self.step_embed(t)
         skips = 0.0
         for layer in self.layers:
-            h, skip = layer(h, step, side)
+            h, skip = layer(h, step, side, laplacian)
             skips = skips + skip
         h = skips / math.sqrt(len(self.layers))
         return self.out2(F.relu(self.out1(h)))

@@ -359,6 +359,7 @@ ABLATIONS = [
     {"prior_std": 0.3},
     CSDI,
     {**CSDI, "pointformer": False},
+    {**CSDI, "pristi": True},
 ]
 
 
@@ -389,6 +390,7 @@ def test_bad_hyperparameters_are_named():
         ({"self_mask": 1.0}, "self_mask"),
         ({"backbone": "wavenet"}, "backbone"),
         ({**CSDI, "channels": 9}, "residual_heads"),
+        ({"pristi": True}, "pristi"),
     ):
         with pytest.raises(ValueError, match=match):
             build("krige", **kw)

@@ -69,3 +69,28 @@ def test_bad_shapes_and_widths_are_named():
         CSDIResidualLayer(10, 5, 6, heads=4)
     with pytest.raises(ValueError, match="layers"):
         CSDIBody(2, 1, layers=0)
+
+
+def test_pristi_attention_takes_its_weights_from_the_condition_and_passes_messages_on_the_graph():
+    """PriSTI's layer: the attention pattern is a function of the conditional feature (queries and
+    keys), the state only enters as values; the station step adds a graph convolution."""
+    from stgraph.nn.csdi_residual import ConditionalAttentionLayer
+
+    torch.manual_seed(0)
+    att = ConditionalAttentionLayer(8, 5, heads=2).eval()
+    v, cond = torch.randn(3, 6, 8), torch.randn(3, 6, 5)
+    _, weights = att.attn(att.cond(cond), att.cond(cond), v, need_weights=True)
+    _, weights_other_v = att.attn(att.cond(cond), att.cond(cond), 2 * v + 1, need_weights=True)
+    torch.testing.assert_close(weights, weights_other_v)  # the values do not move the weights
+    expected = att.norm1(v + att.attn(att.cond(cond), att.cond(cond), v, need_weights=False)[0])
+    torch.testing.assert_close(att(v, cond), att.norm2(expected + att.ff(expected)))
+    net = body(conditional=True)
+    torch.nn.init.normal_(net.out2.weight)
+    x, t, side = inputs()
+    lap = -0.5 * (torch.ones(4, 4) - torch.eye(4))  # a scaled Laplacian of the complete graph
+    plain, with_graph = net(x, t, side), net(x, t, side, lap)
+    assert plain.shape == (3, 6, 4, 1) and not torch.allclose(plain, with_graph)
+    perm = torch.tensor([2, 0, 3, 1])
+    torch.testing.assert_close(
+        net(x[:, :, perm], t, side[:, :, perm], lap[perm][:, perm]), with_graph[:, :, perm], rtol=1e-5, atol=1e-5
+    )
