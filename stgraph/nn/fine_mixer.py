@@ -4,9 +4,12 @@ Stage 2's per-node head sees each fine node alone; fixed fine-scale structure (a
 street canyon between two hidden stations) needs the fine nodes to see each other. The paper's fine
 denoiser is a 2-D U-Net over the fine map. Here:
 
-* on a full regular lattice (every (lat, lon) pair of the fine nodes' unique latitudes and
-  longitudes present once: an ERA5 grid, for instance), the fine nodes are scattered onto the
-  I × J map and pass through :class:`~stgraph.nn.unet2d.UNet2d`, per time step;
+* on a regular lattice (the fine nodes' latitudes, and their longitudes, are whole multiples of
+  one spacing from the smallest, each cell holds at most one node, and the bounding I × J map has
+  at most ``MAX_CELLS_PER_NODE`` cells per node: an ERA5 grid, or a patch or random subset of one,
+  as training draws them), the fine nodes are scattered onto the I × J map (cells without a node
+  are zero) and pass through :class:`~stgraph.nn.unet2d.UNet2d`, per time step; the same layout
+  and weights serve a training subset and the whole grid at evaluation;
 * otherwise (stations), residual Chebyshev graph convolutions over the fine nodes' symmetric kNN
   graph (:class:`~stgraph.nn.intra_map_gnn.IntraMapGNN`, one level).
 
@@ -24,7 +27,8 @@ from torch import nn
 from stgraph.nn.intra_map_gnn import IntraMapGNN, IntraMapGraph, intra_map_graph
 from stgraph.nn.unet2d import UNet2d
 
-LATTICE_DECIMALS = 6  # positions equal to 1e-6 degrees (~0.1 m) are on the same lattice line
+LATTICE_DECIMALS = 4  # positions equal to 1e-4 degrees (~10 m) are on the same lattice line
+MAX_CELLS_PER_NODE = 8  # a sparser bounding map is not treated as a lattice
 
 
 @dataclass
@@ -42,23 +46,34 @@ class FineLayout:
     graph: IntraMapGraph | None
 
 
+def _lattice_axis(values: torch.Tensor) -> tuple[int, torch.Tensor] | None:
+    """(size, index (N,)) of integer coordinates on one regular axis, or None if not regular."""
+    u = torch.unique(values)
+    if u.numel() < 2:
+        return None
+    spacing = int(torch.diff(u).min())
+    if bool(((u - u[0]) % spacing).any()):
+        return None
+    return int((u[-1] - u[0]) // spacing) + 1, (values - u[0]) // spacing
+
+
 def lattice_cells(pos: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor] | None:
-    """((I, J), cell (N,)) if the (N, 2) lat/lon positions fill an I × J lattice exactly once, else None.
-    Rows run south to north (latitude ascending), columns west to east."""
-    p = torch.round(pos.detach().double().cpu() * 10**LATTICE_DECIMALS)
-    lats, i = torch.unique(p[:, 0], return_inverse=True)
-    lons, j = torch.unique(p[:, 1], return_inverse=True)
-    rows, cols = lats.numel(), lons.numel()
-    if rows < 2 or cols < 2 or rows * cols != pos.size(0):
+    """((I, J), cell (N,)) if the (N, 2) lat/lon positions sit on a regular lattice (see the module
+    docstring), else None. Rows run south to north (latitude ascending), columns west to east; a
+    node's cell is i·J + j."""
+    n = pos.size(0)
+    p = torch.round(pos.detach().double().cpu() * 10**LATTICE_DECIMALS).long()
+    rows, cols = _lattice_axis(p[:, 0]), _lattice_axis(p[:, 1])
+    if rows is None or cols is None or rows[0] * cols[0] > MAX_CELLS_PER_NODE * n:
         return None
-    cell = i * cols + j
-    if torch.unique(cell).numel() != pos.size(0):
+    cell = rows[1] * cols[0] + cols[1]
+    if torch.unique(cell).numel() != n:
         return None
-    return (rows, cols), cell
+    return (rows[0], cols[0]), cell
 
 
 def fine_layout(pos: torch.Tensor, k: int = 8) -> FineLayout:
-    """The layout of (N, 2) fine positions: a lattice if they fill one, else a kNN graph (N >= 2)."""
+    """The layout of (N, 2) fine positions: a lattice if they sit on one, else a kNN graph (N >= 2)."""
     found = lattice_cells(pos)
     if found is not None:
         return FineLayout(found[0], found[1], None)

@@ -17,10 +17,24 @@ def test_a_full_lattice_is_found_in_any_node_order():
     assert torch.equal(cell, torch.arange(12)[perm])  # row-major from the south-west corner
 
 
+def test_a_patch_or_subset_of_a_lattice_is_placed_on_its_bounding_map():
+    pos = grid(6, 8)
+    subset = torch.tensor([0, 5, 9, 12, 20, 30, 41, 47])  # corners (0, 0) and (5, 7) span the whole map
+    (rows, cols), cell = lattice_cells(pos[subset])
+    assert (rows, cols) == (6, 8) and torch.equal(cell, subset)
+    (rows, cols), cell = lattice_cells(pos[[9, 10, 17, 18]])  # a 2 x 2 patch
+    assert (rows, cols) == (2, 2) and cell.tolist() == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize(
     "pos",
-    [grid(3, 4)[:-1], torch.tensor([[50.0, 1.0], [50.3, 1.7], [50.9, 0.2]]), grid(1, 5)],
-    ids=["one-cell-missing", "scattered", "one-row"],
+    [
+        torch.tensor([[50.0, 1.0], [50.3, 1.7], [50.9, 0.2]]),
+        grid(1, 5),
+        torch.cat([grid(3, 4), torch.tensor([[50.1, -3.0]])]),  # off the lattice's spacing
+        grid(40, 40)[[0, 41, 1599]],  # cells (0, 0), (1, 1), (39, 39): far too sparse a map
+    ],
+    ids=["scattered", "one-row", "off-spacing", "too-sparse"],
 )
 def test_anything_else_is_not_a_lattice(pos):
     assert lattice_cells(pos) is None
@@ -39,7 +53,11 @@ def test_the_lattice_mixer_is_the_unet_on_the_map():
     torch.testing.assert_close(out, expected)
 
 
-@pytest.mark.parametrize("pos", [grid(3, 4), torch.rand(7, 2) + torch.tensor([50.0, 0.0])], ids=["lattice", "graph"])
+@pytest.mark.parametrize(
+    "pos",
+    [grid(3, 4), grid(6, 8)[[0, 5, 9, 12, 20, 30, 41, 47]], torch.rand(7, 2) + torch.tensor([50.0, 0.0])],
+    ids=["lattice", "part-of-a-lattice", "graph"],
+)
 def test_mixing_does_not_depend_on_node_order(pos):
     torch.manual_seed(0)
     mixer = FineMixer(4, unet_hidden=8)
