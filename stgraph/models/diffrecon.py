@@ -228,7 +228,7 @@ class DiffRecon(StationModel):
             self.fine = FineDenoiser(
                 c, p.d_model, p.num_layers, p.top_k, p.num_kernels, p.diffusion_steps, p.step_dim, p.fine_k, p.carry,
                 p.idw_power, tpatternnet=p.tpatternnet, position=p.fine_position, mixing=p.fine_mixing,
-                num_static=sizes.num_static,
+                num_static=sizes.num_static, window=sizes.window,
             )  # fmt: skip
         self.register_buffer("noise_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))

@@ -400,6 +400,7 @@ class FineDenoiser(nn.Module):
         mixing: fine nodes exchange information after each head block
             (:class:`~stgraph.nn.fine_mixer.FineMixer`: the U-Net on a lattice, a kNN graph otherwise).
         num_static: S, static covariates per fine node (0: none).
+        window: W, steps per window (the lattice mixer's U-Net takes the window's steps as channels).
 
     Shapes: :meth:`condition`: completed (B', W, N_c, C), time_enc (B', W, 6), pos_coarse (N_c, 2),
     pos_fine (N_f, 2), static_fine (N_f, S) or None -> :class:`FineCondition`; :meth:`forward`:
@@ -422,6 +423,7 @@ class FineDenoiser(nn.Module):
         position: bool = True,
         mixing: bool = True,
         num_static: int = 0,
+        window: int = 1,
     ):
         super().__init__()
         if carry not in CARRIES:
@@ -434,7 +436,7 @@ class FineDenoiser(nn.Module):
         )
         self.position = LatLonEncoding(d) if position else None
         self.static_in = nn.Linear(num_static, d) if position and num_static else None
-        self.mixers = nn.ModuleList(FineMixer(d) for _ in range(num_blocks)) if mixing else None
+        self.mixers = nn.ModuleList(FineMixer(d, window) for _ in range(num_blocks)) if mixing else None
         self.attention = BipartiteAttention(d, hidden=d, idw_power=idw_power) if carry == "attention" else None
         self.step_embed = DiffusionStepEmbedding(num_steps, step_dim, d)
         self.fine_in = nn.Linear(2 * c, d)  # [x_t, anchor]

@@ -8,8 +8,11 @@ denoiser is a 2-D U-Net over the fine map. Here:
   one spacing from the smallest, each cell holds at most one node, and the bounding I × J map has
   at most ``MAX_CELLS_PER_NODE`` cells per node: an ERA5 grid, or a patch or random subset of one,
   as training draws them), the fine nodes are scattered onto the I × J map (cells without a node
-  are zero) and pass through :class:`~stgraph.nn.unet2d.UNet2d`, per time step; the same layout
-  and weights serve a training subset and the whole grid at evaluation;
+  are zero) and pass through :class:`~stgraph.nn.unet2d.UNet2d` with the window's steps as
+  channels (the paper's maps: each node's D features are first reduced to R = ``time_channels``
+  per step, so the U-Net sees W·R channels once per window instead of D channels once per step,
+  W times cheaper), its output mapped back to D per step; the same layout and weights serve a
+  training subset and the whole grid at evaluation;
 * otherwise (stations), residual Chebyshev graph convolutions over the fine nodes' symmetric kNN
   graph (:class:`~stgraph.nn.intra_map_gnn.IntraMapGNN`, one level).
 
@@ -83,28 +86,45 @@ def fine_layout(pos: torch.Tensor, k: int = 8) -> FineLayout:
 
 
 class FineMixer(nn.Module):
-    """Residual exchange between fine nodes: x + U-Net(x) on a lattice, x + GNN(x) - x on a graph.
+    """Residual exchange between fine nodes: x + up(U-Net(down(x))) on a lattice, GNN(x) (residual
+    blocks) on a graph.
 
     Args:
-        channels: D. num_layers: Chebyshev blocks (graph). cheb_k: their K. unet_hidden: the
-            U-Net's first width (lattice).
+        channels: D. window: W, steps per window (the U-Net's channels are W·R). num_layers:
+            Chebyshev blocks (graph). cheb_k: their K. unet_hidden: the U-Net's first width.
+        time_channels: R, features per step the U-Net sees.
 
     Shapes: x (B, W, N, D), layout :func:`fine_layout` of the N nodes -> (B, W, N, D).
     """
 
-    def __init__(self, channels: int, num_layers: int = 1, cheb_k: int = 2, unet_hidden: int = 32):
+    def __init__(
+        self,
+        channels: int,
+        window: int,
+        num_layers: int = 1,
+        cheb_k: int = 2,
+        unet_hidden: int = 32,
+        time_channels: int = 4,
+    ):
         super().__init__()
+        self.window = window
         self.graph = IntraMapGNN(channels, num_layers, cheb_k, levels=1)  # residual blocks inside
-        self.unet = UNet2d(channels, unet_hidden)
+        self.down = nn.Linear(channels, time_channels)
+        self.unet = UNet2d(window * time_channels, unet_hidden)
+        self.up = nn.Linear(time_channels, channels)
 
     def forward(self, x: torch.Tensor, layout: FineLayout) -> torch.Tensor:
         b, w, n, d = x.shape
         if layout.lattice is not None:
+            if w != self.window:
+                raise ValueError(f"FineMixer: built for windows of {self.window} steps, got {w}")
             rows, cols = layout.lattice
             cell = layout.cell.to(x.device)
-            grid = x.new_zeros(b * w, rows * cols, d).index_copy(1, cell, x.reshape(b * w, n, d))
-            out = self.unet(grid.transpose(1, 2).reshape(b * w, d, rows, cols))  # (B·W, D, I, J)
-            return x + out.reshape(b * w, d, rows * cols).transpose(1, 2)[:, cell].reshape(b, w, n, d)
+            z = self.down(x).permute(0, 2, 1, 3).reshape(b, n, -1)  # (B, N, W·R), step-major channels
+            grid = z.new_zeros(b, rows * cols, z.size(-1)).index_copy(1, cell, z)
+            out = self.unet(grid.transpose(1, 2).reshape(b, -1, rows, cols))  # (B, W·R, I, J)
+            out = out.reshape(b, w, -1, rows * cols)[..., cell].permute(0, 1, 3, 2)  # (B, W, N, R)
+            return x + self.up(out)
         if layout.graph is None:
             return x
         return self.graph(x, layout.graph)

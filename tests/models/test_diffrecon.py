@@ -309,7 +309,7 @@ def test_training_draws_are_a_function_of_the_step_counter():
 
 @pytest.mark.parametrize(
     "task, backbone, lr, steps, ratio",
-    [("impute", {}, 1e-2, 100, 0.7), ("reconstruct", {}, 1e-2, 100, 0.7), ("impute", CSDI, 1e-3, 300, 0.8)],
+    [("impute", {}, 1e-2, 200, 0.7), ("reconstruct", {}, 1e-2, 200, 0.7), ("impute", CSDI, 1e-3, 300, 0.8)],
     ids=["impute", "reconstruct", "csdi"],
 )
 def test_training_lowers_the_loss_at_fixed_noise(task, backbone, lr, steps, ratio):

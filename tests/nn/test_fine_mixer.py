@@ -4,6 +4,9 @@ import torch
 from stgraph.nn.fine_mixer import FineMixer, fine_layout, lattice_cells
 
 
+WINDOW = 5
+
+
 def grid(rows: int, cols: int) -> torch.Tensor:
     lat, lon = torch.meshgrid(50.0 + 0.25 * torch.arange(rows), -3.0 + 0.25 * torch.arange(cols), indexing="ij")
     return torch.stack([lat.flatten(), lon.flatten()], -1)
@@ -42,15 +45,18 @@ def test_anything_else_is_not_a_lattice(pos):
     assert layout.lattice is None and layout.graph is not None
 
 
-def test_the_lattice_mixer_is_the_unet_on_the_map():
+def test_the_lattice_mixer_is_the_unet_on_the_map_with_the_steps_as_channels():
     torch.manual_seed(0)
-    mixer = FineMixer(4, unet_hidden=8)
+    mixer = FineMixer(4, WINDOW, unet_hidden=8)
     pos = grid(3, 4)
-    x = torch.randn(2, 5, 12, 4)
+    x = torch.randn(2, WINDOW, 12, 4)
     out = mixer(x, fine_layout(pos))
-    maps = x.reshape(10, 3, 4, 4).permute(0, 3, 1, 2)  # nodes are row-major already
-    expected = x + mixer.unet(maps).permute(0, 2, 3, 1).reshape(2, 5, 12, 4)
-    torch.testing.assert_close(out, expected)
+    z = mixer.down(x)  # (2, W, 12, R); nodes are row-major already
+    maps = z.permute(0, 1, 3, 2).reshape(2, -1, 3, 4)  # (2, W·R, 3, 4), step-major
+    back = mixer.unet(maps).reshape(2, WINDOW, -1, 12).permute(0, 1, 3, 2)
+    torch.testing.assert_close(out, x + mixer.up(back))
+    with pytest.raises(ValueError, match="windows of 5 steps"):
+        mixer(x[:, :3], fine_layout(pos))
 
 
 @pytest.mark.parametrize(
@@ -60,8 +66,8 @@ def test_the_lattice_mixer_is_the_unet_on_the_map():
 )
 def test_mixing_does_not_depend_on_node_order(pos):
     torch.manual_seed(0)
-    mixer = FineMixer(4, unet_hidden=8)
-    x = torch.randn(2, 3, pos.size(0), 4)
+    mixer = FineMixer(4, WINDOW, unet_hidden=8)
+    x = torch.randn(2, WINDOW, pos.size(0), 4)
     perm = torch.randperm(pos.size(0), generator=torch.Generator().manual_seed(1))
     out = mixer(x, fine_layout(pos))
     out_perm = mixer(x[:, :, perm], fine_layout(pos[perm]))
@@ -70,12 +76,12 @@ def test_mixing_does_not_depend_on_node_order(pos):
 
 def test_nodes_exchange_information_and_one_node_is_left_alone():
     torch.manual_seed(0)
-    mixer = FineMixer(4, unet_hidden=8)
+    mixer = FineMixer(4, WINDOW, unet_hidden=8)
     pos = torch.tensor([[50.0, 1.0], [50.1, 1.1], [50.9, 0.2]])
-    x = torch.randn(1, 2, 3, 4)
+    x = torch.randn(1, WINDOW, 3, 4)
     x2 = x.clone()
     x2[:, :, 1] += torch.randn(4)  # change node 1 only (not by a constant: LayerNorm would remove it)
     changed = (mixer(x2, fine_layout(pos)) - mixer(x, fine_layout(pos)))[:, :, 0]
     assert changed.abs().max() > 1e-4  # node 0 heard of it
-    one = torch.randn(1, 2, 1, 4)
+    one = torch.randn(1, WINDOW, 1, 4)
     assert torch.equal(mixer(one, fine_layout(pos[:1])), one)
