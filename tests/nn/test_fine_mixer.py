@@ -3,7 +3,6 @@ import torch
 
 from stgraph.nn.fine_mixer import FineMixer, fine_layout, lattice_cells
 
-
 WINDOW = 5
 
 
