@@ -72,7 +72,8 @@ def load_protocol(suite_path: str) -> Protocol:
 class CallableAsStationModel(nn.Module):
     """A fitted peer behind the engine's ``forward(batch) -> Prediction`` for ``impute`` (no station
     hidden): ``fill(x)`` takes (B, W, N) standardised windows with NaN where unobserved and returns
-    the completed (B, W, N)."""
+    the completed (B, W, N), or S samples of it (S, B, W, N): their median is the estimate and the
+    engine scores CRPS and coverage from them, as for our sampling models."""
 
     trainable = False
 
@@ -82,8 +83,12 @@ class CallableAsStationModel(nn.Module):
 
     def forward(self, batch) -> Prediction:
         x = torch.where(batch.x_mask[..., self.channel], batch.x[..., self.channel], torch.nan)
-        src = torch.as_tensor(np.asarray(self.fill(x.numpy())), dtype=torch.float32)[..., None]  # (B, W, N, 1)
-        return Prediction(src=src, tgt=src.new_zeros(src.shape[0], src.shape[1], 0, 1))
+        out = torch.as_tensor(np.asarray(self.fill(x.numpy())), dtype=torch.float32)[..., None]  # (B, W, N, 1)
+        if out.dim() == 4:
+            return Prediction(src=out, tgt=out.new_zeros(out.shape[0], out.shape[1], 0, 1))
+        src = out.median(0).values  # (S, B, W, N, 1) samples
+        empty = out.new_zeros(*out.shape[:3], 0, 1)
+        return Prediction(src=src, tgt=empty[0], samples_src=out, samples_tgt=empty)
 
 
 def score_peer(protocol: Protocol, fill) -> dict:
@@ -127,31 +132,39 @@ def save_record(result: Path, record: dict, json_path: Path | None = None) -> No
 
 
 def write_table(path: Path, rows: list[dict]) -> None:
-    """The peers' markdown table (one row per record)."""
+    """The peers' markdown table (one row per record); the protocol is each record's suite's."""
+    suites = sorted({r.get("suite", "configs/bench/aqi36_steps.yaml") for r in rows})
     lines = [
-        "# Peers at equal CPU time (AQI-36 impute, out-of-sample, every test window)",
+        "# Peers at equal CPU time (AQI-36 impute, every test window)",
         "",
-        "- commands: `python benchmarks/peers/pypots_peer.py configs/bench/aqi36_steps.yaml --model NAME "
-        "--minutes M --threads 1` and `python benchmarks/peers/tsl_grin_peer.py configs/bench/aqi36_steps.yaml "
-        "--minutes M --threads 1` (one row per model; the records in the `.json` beside this file)",
-        "- protocol: the `aqi36_steps` suite's (its `lerp-knn` row's config): training months with their "
-        "evaluation cells as training data, windows of 36 from every start, the same scaler; scored by the "
-        "engine's `predict` and `score` on all test windows (MAE per cell = overlapping windows averaged; "
-        "WINDOW MAE = SPIN's per-window scoring).",
+        "- commands: `python benchmarks/peers/pypots_peer.py SUITE --model NAME --minutes M --threads 1` and "
+        "`python benchmarks/peers/tsl_grin_peer.py SUITE --minutes M --threads 1` (one row per model; the "
+        "records in the `.json` beside this file); suites: " + ", ".join(f"`{s}`" for s in suites),
+        "- protocol: the suite's (its `lerp-knn` row's config): roles, periods, scaler and windows; scored by "
+        "the engine's `predict` and `score` on all test windows (MAE per cell = overlapping windows averaged; "
+        "WINDOW MAE = SPIN's per-window scoring; with month-aligned windows both count each cell once). A "
+        "sampling peer's median is scored, and its samples give CRPS and the 90 % interval's coverage.",
         "- training: the peer's own model and training step, stopped at the wall-clock budget, the best "
         "validation kept.",
         "",
-        "| model | MAE | RMSE | WINDOW MAE | cells | minutes | steps | ms / step | best at | threads | code |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "| model | MAE | RMSE | WINDOW MAE | CRPS | coverage 90 | cells | minutes | steps | ms / step | best at "
+        "| threads | suite | code |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
+
+    def fmt(r, key):
+        return f"{r[key]:.2f}" if r.get(key) is not None else "—"
+
     for r in rows:
         library = r.get("library") or f"pypots {r.get('pypots', '?')}"  # first records named only pypots
         best_at = r.get("best_at") or f"epoch {r.get('best_epoch', '?')}"
         name = r["model"].removeprefix("pypots ")  # first records: "pypots SAITS"
+        suite = Path(r.get("suite", "configs/bench/aqi36_steps.yaml")).stem
         lines.append(
-            f"| {name} ({library}) | {r['mae']:.2f} | {r['rmse']:.2f} | {r['window_mae']:.2f} | "
-            f"{r['cells']:,} | {r['train_seconds'] / 60:.1f} | {r['steps']:,} | {r['ms_per_step']:.0f} | "
-            f"{best_at} | {r['threads']} | `{r['code']}`{' (dirty)' if r['dirty'] else ''} |"
+            f"| {name} ({library}) | {r['mae']:.2f} | {r['rmse']:.2f} | {r['window_mae']:.2f} | {fmt(r, 'crps')} | "
+            f"{fmt(r, 'coverage90')} | {r['cells']:,} | {r['train_seconds'] / 60:.1f} | {r['steps']:,} | "
+            f"{r['ms_per_step']:.0f} | {best_at} | {r['threads']} | `{suite}` | "
+            f"`{r['code']}`{' (dirty)' if r['dirty'] else ''} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -107,9 +107,9 @@ def main(argv=None) -> int:
     peer.fit({"X": proto.train_x}, {"X": proto.val_x, "X_ori": val_ori})
     train_s = time.perf_counter() - t0
     steps = counter["steps"]
-    if args.model == "CSDI":  # (B, S, W, N) samples (50 DDPM steps each): their median is the estimate
+    if args.model == "CSDI":  # (B, S, W, N) samples of 50 DDPM steps -> (S, B, W, N): median, CRPS, coverage
         hid = score_peer(
-            proto, lambda x: np.median(peer.predict({"X": x}, n_sampling_times=args.samples)["imputation"], axis=1)
+            proto, lambda x: np.moveaxis(peer.predict({"X": x}, n_sampling_times=args.samples)["imputation"], 1, 0)
         )
     else:
         hid = score_peer(proto, lambda x: peer.predict({"X": x})["imputation"])
@@ -128,6 +128,7 @@ def main(argv=None) -> int:
         "mae": hid["overall"]["mae"],
         "rmse": hid["overall"]["rmse"],
         "window_mae": hid["per_window"]["mae"],
+        **({k: hid["overall"][k] for k in ("crps", "coverage90") if k in hid["overall"]}),
         "cells": int(hid["overall"].get("count", -1)),
         "hparams": {**PRESETS[args.model], "batch_size": args.batch_size, "lr": args.lr,
                     **({"samples": args.samples} if args.model == "CSDI" else {})},  # fmt: skip

@@ -43,6 +43,22 @@ def test_a_peer_is_scored_on_every_test_evaluation_cell_in_original_units(aqi36)
     assert hid["overall"]["mae"] == pytest.approx(expected, rel=1e-4)
 
 
+def test_a_sampling_peer_is_scored_by_its_median_with_crps_and_coverage(aqi36):
+    common = _load("common")
+    data = aqi36.select_times("2015-02-01", "2015-04-30")
+    cfg = impute_cfg()
+    cfg.train.max_eval_windows = None
+    exp = prepare_experiment(cfg, data)
+    proto = common.Protocol(exp, int(exp.targets[0]), np.zeros((1, 12, 36)), np.zeros((1, 12, 36)),
+                            np.zeros((1, 12, 36)))  # fmt: skip
+    offsets = np.array([0.2, 0.5, 0.9], dtype=np.float32)[:, None, None, None]  # 3 samples, median 0.5
+    hid = common.score_peer(proto, lambda x: np.zeros((1, *x.shape), dtype=np.float32) + offsets)
+    point = common.score_peer(proto, lambda x: np.full(x.shape, 0.5, dtype=np.float32))
+    assert hid["overall"]["mae"] == pytest.approx(point["overall"]["mae"], rel=1e-6)
+    assert np.isfinite(hid["overall"]["crps"]) and 0.0 <= hid["overall"]["coverage90"] <= 1.0
+    assert hid["overall"]["samples"] == 3 and "crps" not in point["overall"]
+
+
 def test_grin_peer_graph_is_the_thresholded_gaussian_kernel_without_self_loops(aqi36):
     grin = _load("tsl_grin_peer")
     st = aqi36.stations
