@@ -31,7 +31,10 @@ Deviations, named: a window with one step or one station skips the corresponding
 CSDI does); PriSTI's conditional feature is its own extraction module over the linearly
 interpolated series, here it is whatever the caller gives as side information (DiffRecon's
 encoding of the conditions and their interpolation, :class:`~stgraph.models.diffrecon_denoisers.CSDICoarseDenoiser`);
-PriSTI's MPNN is a 2-term Chebyshev convolution here; nothing else differs in this module.
+PriSTI's MPNN is a 2-term Chebyshev convolution here; the transformer layers are
+:class:`~stgraph.nn.fast_dropout.PostNormTransformerLayer` (PyTorch's encoder layer, the same
+function in eval mode, whose dropout draws a quarter of the random numbers and rounds p to
+1/65536); nothing else differs in this module.
 """
 
 from __future__ import annotations
@@ -44,34 +47,7 @@ from torch import nn
 
 from stgraph.diffusion import DiffusionStepEmbedding
 from stgraph.nn.cheb_conv import ChebConv
-
-
-def _encoder_layer(channels: int, heads: int, ff: int) -> nn.TransformerEncoderLayer:
-    """CSDI's ``get_torch_trans``: one post-norm encoder layer, GELU, no dropout change (0.1)."""
-    return nn.TransformerEncoderLayer(
-        d_model=channels, nhead=heads, dim_feedforward=ff, activation="gelu", batch_first=True
-    )
-
-
-class ConditionalAttentionLayer(nn.Module):
-    """PriSTI's attention layer: queries and keys from the conditional feature, values from the
-    state; post-norm, GELU feed-forward, dropout 0.1 (as :func:`_encoder_layer`).
-
-    Shapes: v (L, S, C) sequences of the state, cond (L, S, C_s) of the conditional feature -> (L, S, C).
-    """
-
-    def __init__(self, channels: int, cond_channels: int, heads: int, ff: int = 64, dropout: float = 0.1):
-        super().__init__()
-        self.cond = nn.Linear(cond_channels, channels)
-        self.attn = nn.MultiheadAttention(channels, heads, dropout=dropout, batch_first=True)
-        self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
-        self.ff = nn.Sequential(nn.Linear(channels, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, channels))
-        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
-
-    def forward(self, v: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        qk = self.cond(cond)
-        y = self.norm1(v + self.drop1(self.attn(qk, qk, v, need_weights=False)[0]))
-        return self.norm2(y + self.drop2(self.ff(y)))
+from stgraph.nn.fast_dropout import PostNormTransformerLayer
 
 
 class CSDIResidualLayer(nn.Module):
@@ -94,13 +70,11 @@ class CSDIResidualLayer(nn.Module):
             raise ValueError(f"CSDIResidualLayer: channels={channels} must be divisible by heads={heads}")
         self.conditional = conditional
         self.step_proj = nn.Linear(step_channels, channels)
-        if conditional:
-            self.time_layer = ConditionalAttentionLayer(channels, side_channels, heads, ff)
-            self.station_layer = ConditionalAttentionLayer(channels, side_channels, heads, ff)
-            self.mpnn = ChebConv(channels, channels, 2)
-        else:
-            self.time_layer = _encoder_layer(channels, heads, ff)
-            self.station_layer = _encoder_layer(channels, heads, ff)
+        # CSDI's get_torch_trans: nn.TransformerEncoderLayer(channels, heads, 64, gelu), dropout 0.1
+        qk = side_channels if conditional else None
+        self.time_layer = PostNormTransformerLayer(channels, heads, ff, 0.1, query_channels=qk)
+        self.station_layer = PostNormTransformerLayer(channels, heads, ff, 0.1, query_channels=qk)
+        self.mpnn = ChebConv(channels, channels, 2) if conditional else None
         self.mid_proj = nn.Linear(channels, 2 * channels)
         self.cond_proj = nn.Linear(side_channels, 2 * channels)
         self.out_proj = nn.Linear(channels, 2 * channels)

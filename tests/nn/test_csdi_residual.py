@@ -72,18 +72,18 @@ def test_bad_shapes_and_widths_are_named():
 
 
 def test_pristi_attention_takes_its_weights_from_the_condition_and_passes_messages_on_the_graph():
-    """PriSTI's layer: the attention pattern is a function of the conditional feature (queries and
-    keys), the state only enters as values; the station step adds a graph convolution."""
-    from stgraph.nn.csdi_residual import ConditionalAttentionLayer
-
+    """PriSTI's layer: the queries and keys come from the conditional feature, the state only enters
+    as values (a value change moves the output by a fixed mixing of it); the station step adds a
+    graph convolution."""
     torch.manual_seed(0)
-    att = ConditionalAttentionLayer(8, 5, heads=2).eval()
+    layer = CSDIResidualLayer(8, 5, 6, heads=2, conditional=True).eval()
+    att = layer.time_layer
     v, cond = torch.randn(3, 6, 8), torch.randn(3, 6, 5)
-    _, weights = att.attn(att.cond(cond), att.cond(cond), v, need_weights=True)
-    _, weights_other_v = att.attn(att.cond(cond), att.cond(cond), 2 * v + 1, need_weights=True)
-    torch.testing.assert_close(weights, weights_other_v)  # the values do not move the weights
-    expected = att.norm1(v + att.attn(att.cond(cond), att.cond(cond), v, need_weights=False)[0])
-    torch.testing.assert_close(att(v, cond), att.norm2(expected + att.ff(expected)))
+    mix = att._attention(v, cond) - att._attention(torch.zeros_like(v), cond)
+    mix2 = att._attention(2 * v, cond) - att._attention(torch.zeros_like(v), cond)
+    torch.testing.assert_close(mix2, 2 * mix)  # linear in the values: the weights do not depend on them
+    other = att._attention(v, cond + 1.0) - att._attention(torch.zeros_like(v), cond + 1.0)
+    assert not torch.allclose(other, mix)  # the condition moves the weights
     net = body(conditional=True)
     torch.nn.init.normal_(net.out2.weight)
     x, t, side = inputs()
