@@ -17,7 +17,9 @@ from stgraph.engine.trainer import validate
 from stgraph.models.base import FitContext, StationModel
 
 
-def fit_context(model: StationModel, exp: Experiment, out_dir: Path | None = None) -> FitContext:
+def fit_context(
+    model: StationModel, exp: Experiment, out_dir: Path | None = None, restore_dir: Path | None = None
+) -> FitContext:
     tc = exp.cfg.train
 
     def train_batches():
@@ -46,11 +48,18 @@ def fit_context(model: StationModel, exp: Experiment, out_dir: Path | None = Non
         val_batches=val_batches,
         out_dir=out_dir,
         seed=tc.seed,
+        steps=tc.steps,
+        batch_size=tc.batch_size,
+        lr=tc.lr,
+        restore_dir=restore_dir,
     )
 
 
-def fit_model(model: StationModel, exp: Experiment, out_dir: Path | None = None) -> dict:
-    """Call the model's ``fit`` hook if it has one; returns its record (empty otherwise)."""
+def fit_model(
+    model: StationModel, exp: Experiment, out_dir: Path | None = None, restore_dir: Path | None = None
+) -> dict:
+    """Call the model's ``fit`` hook if it has one; returns its record (empty otherwise).
+    ``restore_dir``: the finished run being restored (a model may load its saved fit from it)."""
     if not model.fits:
         return {}
-    return model.fit(fit_context(model, exp, out_dir)) or {}
+    return model.fit(fit_context(model, exp, out_dir, restore_dir)) or {}

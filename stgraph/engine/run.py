@@ -219,7 +219,7 @@ def restore_run(run_dir: str | Path, data: StationData | None = None):
     if run.identity_path.exists():
         compare(run.path, run.read_json(IDENTITY_FILE), cfg, exp.source_checksums, None, finished=True)
     check_saved_pattern(exp, run)
-    fit_model(model, exp)  # deterministic: the same choices as in training
+    fit_model(model, exp, restore_dir=run.path)  # deterministic, or loaded from the run's saved fit
     if model.trainable:
         if not run.best_path.exists():
             raise FileNotFoundError(f"{run.best_path}: no best checkpoint; train the run first (`stgraph train`)")

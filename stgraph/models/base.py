@@ -106,8 +106,12 @@ class FitContext:
             standardised truth. For early stopping of fitted learners (boosted trees); never
             test-role stations or the test period.
         out_dir: the run folder, where a fitted model may leave artefacts (feature importance,
-            a chart), or None outside a run.
+            a chart, a saved fit), or None outside a run.
         seed: the run's seed.
+        steps: the run's optimiser-step budget (``train.steps``) for a model that descends inside
+            its fit (a PyPOTS imputer), or None. batch_size, lr: ``train.batch_size`` and ``train.lr``.
+        restore_dir: when a finished run is restored (evaluate, reanalyse), its folder: a model
+            that saved its fit in ``out_dir`` may load it instead of fitting again; else None.
     """
 
     train_batches: Callable[[], Iterator[tuple[GraphBatch, tuple[torch.Tensor, ...]]]]
@@ -115,6 +119,10 @@ class FitContext:
     val_batches: Callable[[], Iterator[tuple[GraphBatch, tuple[torch.Tensor, ...]]]] | None = None
     out_dir: Path | None = None
     seed: int = 0
+    steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    restore_dir: Path | None = None
 
 
 TASKS = ("forecast", "krige", "impute", "reconstruct")

@@ -41,7 +41,21 @@ MODELS: dict[str, str] = {
     "linear": "stgraph.models.baselines.linear:LinearRegression:LinearParams",
     "lstm": "stgraph.models.baselines.lstm:LSTMForecaster:LSTMParams",
     "patchtst": "stgraph.models.baselines.patchtst:PatchTST:PatchTSTParams",
+    # outside implementations: "pypots:<Name>" is PyPOTS's imputer <Name> (hyperparameter ``model``)
+    "pypots": "stgraph.models.pypots_adapter:PyPOTSImputer:PyPOTSParams",
 }
+PARAMETRIC = {"pypots": "model"}  # "family:<value>" names: the value is this hyperparameter
+
+
+def split_name(name: str) -> tuple[str, dict]:
+    """("pypots", {"model": "SAITS"}) for "pypots:SAITS"; (name, {}) for a plain name."""
+    family, sep, value = name.partition(":")
+    if not sep:
+        return name, {}
+    key = _key(family)
+    if key not in PARAMETRIC or not value:
+        raise KeyError(f"unknown model '{name}': only {sorted(PARAMETRIC)} take 'family:<name>' names")
+    return key, {PARAMETRIC[key]: value}
 
 
 def _key(name: str) -> str:
@@ -53,7 +67,7 @@ def _key(name: str) -> str:
 
 def get_model_class(name: str) -> tuple[type[StationModel], type]:
     """(model class, hyperparameter dataclass) of a registered model."""
-    module, cls, params = MODELS[_key(name)].split(":")
+    module, cls, params = MODELS[_key(split_name(name)[0])].split(":")
     mod = importlib.import_module(module)
     return getattr(mod, cls), getattr(mod, params)
 
@@ -62,6 +76,10 @@ def build_model(name: str, sizes: DataSizes, hparams: dict | None = None) -> Sta
     """Instantiate a registered model; unknown or mistyped hyperparameters, and a task the model
     is not defined for, are errors."""
     cls, params_cls = get_model_class(name)
+    name, fixed = split_name(name)
+    if fixed and any(k in (hparams or {}) for k in fixed):
+        raise ValueError(f"model '{name}:{next(iter(fixed.values()))}': the name already sets {sorted(fixed)}")
+    hparams = {**(hparams or {}), **fixed}
     if sizes.task not in cls.tasks:
         raise ValueError(f"model '{name}' is not defined for task '{sizes.task}'; it supports {sorted(cls.tasks)}")
     hparams = dict(hparams or {})
