@@ -282,8 +282,11 @@ class DiffRecon(StationModel):
         self._budget = int(total_steps)
 
     def phase(self) -> str:
-        """``"pretrain"`` (stages trained separately) or ``"joint"`` at the current training step."""
+        """``"pretrain"`` (stages trained separately) or ``"joint"`` at the current training step
+        (during :meth:`validation_loss`: the phase it scores in)."""
         p = self.params
+        if self._validation_draw is not None:
+            return "joint" if p.joint else "pretrain"
         if not p.pretrain:
             return "joint"
         if not p.joint or self._budget is None:
@@ -354,7 +357,11 @@ class DiffRecon(StationModel):
 
     def validation_loss(self, batch: GraphBatch, terms: list[tuple], loss_fn=None, draw: int = 0) -> torch.Tensor:
         """:meth:`training_loss` with its diffusion steps, noise and masks drawn from a stream of
-        ``draw`` that no training step uses, in the current phase; the step counter is unchanged."""
+        ``draw`` that no training step uses; the step counter is unchanged. Always in the joint
+        phase's form when the model trains jointly (stage 2 conditioned on stage 1's estimate, as
+        at sampling), whatever the training phase, so checkpoints of both phases are scored on one
+        scale (scored in the pre-training form, stage 2 conditioned on the coarse truth looks
+        better than any joint checkpoint can, and selection would never keep joint training)."""
         saved = self.train_steps.clone()
         self._validation_draw = draw
         try:
