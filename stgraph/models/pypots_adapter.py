@@ -42,6 +42,7 @@ import torch
 
 from stgraph.models.anchors import anchor_prediction
 from stgraph.models.base import DataSizes, FitContext, GraphBatch, Prediction, StationModel
+from stgraph.models.diffrecon import canonical_order
 
 SAVED = "pypots_model.pypots"
 
@@ -66,17 +67,11 @@ def _pypots_class(name: str):
     return cls
 
 
-def station_order(pos: torch.Tensor) -> torch.Tensor:
-    """(N,) permutation putting (N, 2) lat/lon in order (latitude, then longitude): PyPOTS's
-    features are the stations in this order, whichever order a batch holds them in."""
-    p = pos.detach().double().cpu().numpy()
-    return torch.as_tensor(np.lexsort((np.arange(len(p)), p[:, 1], p[:, 0])), dtype=torch.long)
-
-
 def _window_arrays(batch: GraphBatch, terms, channel: int) -> np.ndarray:
     """(B, W, N) float32 of the target channel at every station of the batch (visible, and the
-    training stations a training batch hides as targets), in :func:`station_order`; the task's
-    hidden cells and stations put back from the loss terms (their truth); NaN where nothing is observed."""
+    training stations a training batch hides as targets), in
+    :func:`~stgraph.models.diffrecon.canonical_order`; the task's hidden cells and stations put back
+    from the loss terms (their truth); NaN where nothing is observed."""
     x = torch.where(batch.x_mask[..., channel], batch.x[..., channel], torch.nan)
     tgt = x.new_full((*x.shape[:2], batch.pos_tgt.size(0)), torch.nan)
     for which, y, mask, _ in terms:
@@ -86,7 +81,7 @@ def _window_arrays(batch: GraphBatch, terms, channel: int) -> np.ndarray:
             tgt = torch.where(mask[..., 0], y[..., 0].to(x.dtype), tgt)
     every = torch.cat([x, tgt], -1) if len(terms) else x
     pos = torch.cat([batch.pos_src, batch.pos_tgt]) if len(terms) else batch.pos_src
-    return every[..., station_order(pos)].numpy().astype(np.float32)
+    return every[..., canonical_order(pos)].numpy().astype(np.float32)
 
 
 class PyPOTSImputer(StationModel):
@@ -170,7 +165,7 @@ class PyPOTSImputer(StationModel):
     def forward(self, batch: GraphBatch) -> Prediction:
         if self.peer is None:  # before its fit, as AMLSG: the task's anchor (lerp-knn for impute)
             return anchor_prediction(batch, self.sizes)
-        order = station_order(batch.pos_src)
+        order = canonical_order(batch.pos_src)
         back = torch.argsort(order)
         x = torch.where(batch.x_mask[..., self.channel], batch.x[..., self.channel], torch.nan)[..., order]  # (B, W, N)
         if x.size(-1) != self.num_series:

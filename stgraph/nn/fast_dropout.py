@@ -1,8 +1,8 @@
 """Dropout with a quarter of the random draws, and the post-norm transformer layer built on it.
 
 On the CPU, dropout's cost is its random numbers: ``F.dropout`` draws one per element (~13 ns
-each on this machine), which made dropout a third of a CSDI-sized denoiser's training step
-(``benchmarks/results/step_time.md``). :func:`fast_dropout` draws one 64-bit word per four
+each on this machine, in an ad hoc timing not recorded in ``benchmarks/``), a large share of a
+CSDI-sized denoiser's training step. :func:`fast_dropout` draws one 64-bit word per four
 elements and compares each 16-bit quarter with a threshold: the keep probability is
 ``1 - round(p · 65536) / 65536`` (p = 0.1 becomes 0.100006), the surviving values are divided by
 it, as ``F.dropout`` does. The draws come from the global generator, so seeding reproduces them.
