@@ -47,6 +47,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check stgraph tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf outputs .pytest_cache

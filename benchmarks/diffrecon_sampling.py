@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from stgraph.engine.config import load_config  # noqa: E402
 from stgraph.engine.evaluate import predict, score  # noqa: E402
 from stgraph.engine.run import build_experiment  # noqa: E402
-from stgraph.engine.runs import RunDir, load_checkpoint  # noqa: E402
+from stgraph.engine.run_folder import RunDir, load_checkpoint  # noqa: E402
 
 
 def evaluate(model, exp) -> tuple[dict, float, int]:

@@ -34,7 +34,7 @@ def _points(n: int | str, seed: int = 0):
 
     if n == REAL:
         from stgraph.datasets import load_dataset
-        from stgraph.graph import latlon_to_xyz
+        from stgraph.geo import latlon_to_xyz
 
         return latlon_to_xyz(torch.as_tensor(load_dataset("cn-stations", download=False).latlon)).float()
     g = torch.Generator().manual_seed(seed)

@@ -109,7 +109,7 @@ def run_one(n: int, model: str, mode: str, args) -> dict:
     from stgraph.datasets.synthetic_field import gaussian_random_field
     from stgraph.engine.fitting import fit_model
     from stgraph.engine.run import build_experiment, evaluate_model
-    from stgraph.engine.runs import RunDir
+    from stgraph.engine.run_folder import RunDir
     from stgraph.engine.trainer import train_model
 
     torch.set_num_threads(1)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from stgraph.bench import load_suite  # noqa: E402
 from stgraph.engine.run import build_experiment  # noqa: E402
 from stgraph.engine.station_batches import StationBatcher  # noqa: E402
-from stgraph.engine.trainer import LOSSES, training_step  # noqa: E402
+from stgraph.engine.trainer import training_step  # noqa: E402
+from stgraph.ops.losses import LOSSES  # noqa: E402
 
 
 def _cpu() -> str:
@@ -74,7 +75,7 @@ def time_steps(cfg, warmup: int, steps: int, profile: int = 0, compile_model: bo
             prof.__enter__()
         idx = torch.randint(len(windows), (tc.batch_size,), generator=gen)
         t0 = time.perf_counter()
-        view = exp.task_obj.training_view(*batcher.cut(windows, idx, nodes, gen), exp.targets, tc, gen)
+        view = exp.task.training_view(*batcher.cut(windows, idx, nodes, gen), exp.targets, tc, gen)
         opt.zero_grad(set_to_none=True)
         loss = training_step(forward, exp, view, loss_fn)
         loss.backward()

@@ -52,7 +52,7 @@ def run_commits(suite, out) -> dict[str, int]:
     the ``stgraph`` package, so commits of results or documentation between runs do not split it."""
     from collections import Counter
 
-    from stgraph.bench.runner import run_root
+    from stgraph.bench.execute import run_root
 
     seen = Counter()
     for spec in suite.runs:

@@ -169,7 +169,7 @@ def _benchmark(args) -> int:
         )
         print(f"[{done[0]}/{len(todo)}] {spec.name:42s} {what}", flush=True)
 
-    from stgraph.bench.runner import is_finished
+    from stgraph.bench.execute import is_finished
 
     todo = [r for r in suite.runs if not is_finished(args.out, r)]
     print(

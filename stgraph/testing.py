@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from stgraph.data.station_data import StationData
-from stgraph.graph.geo import EARTH_RADIUS_KM
+from stgraph.geo import EARTH_RADIUS_KM
 
 
 def synthetic_stations(

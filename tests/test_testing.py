@@ -1,6 +1,6 @@
 import numpy as np
 
-from stgraph.graph import geodesic_km
+from stgraph.geo import geodesic_km
 from stgraph.testing import synthetic_stations
 
 

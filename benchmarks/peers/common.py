@@ -61,7 +61,7 @@ def load_protocol(suite_path: str) -> Protocol:
     if spec is None:
         raise SystemExit(f"{suite_path}: the suite has no lerp-knn row to take the protocol from")
     exp = prepare_experiment(spec.config)
-    if exp.task != "impute" or len(exp.targets) != 1:
+    if exp.task.name != "impute" or len(exp.targets) != 1:
         raise SystemExit(f"{suite_path}: a peer runs the impute task with one target channel")
     ch = int(exp.targets[0])
     cap = spec.config.train.max_val_windows

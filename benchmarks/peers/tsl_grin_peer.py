@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Deadline, code_version, load_protocol, save_record, score_peer  # noqa: E402
 
-from stgraph.engine.trainer import masked_l1  # noqa: E402  (tsl's MaskedMAE)
-from stgraph.graph.geo import haversine_km  # noqa: E402
+from stgraph.geo import haversine_km  # noqa: E402
 from stgraph.graph.weights import gaussian_kernel  # noqa: E402
+from stgraph.ops.losses import masked_l1  # noqa: E402  (tsl's MaskedMAE)
 
 OFFICIAL = dict(hidden_size=64, ff_size=64, embedding_size=8, n_layers=1, kernel_size=2, decoder_order=1,
                 layer_norm=False, dropout=0.0, ff_dropout=0.0, merge_mode="mlp")  # fmt: skip

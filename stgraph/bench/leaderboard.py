@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stgraph.bench.runner import BENCH_FILE, is_finished, run_root
+from stgraph.bench.execute import BENCH_FILE, is_finished, run_root
 from stgraph.bench.suite import Suite
 
 METRICS = ("mae", "rmse")  # every run has them

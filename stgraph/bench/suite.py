@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from stgraph.engine.config import ConfigError, ExperimentConfig, _parse_yaml, config_from_dict
+from stgraph.engine.tasks import TASK_CLASSES
 from stgraph.models.registry import get_model_class
 
 SUITE_KEYS = {"name", "description", "base", "tasks", "models", "folds", "seeds", "reference", "workers"}
@@ -158,9 +159,9 @@ def suite_from_dict(d: dict[str, Any], *, source: str = "<dict>") -> Suite:
             merged = deep_merge(merged, {"model": {"name": name, "hparams": spec.get("hparams") or {}}})
             merged = deep_merge(merged, {"train": spec.get("train") or {}, "data": spec.get("data") or {}})
             merged = deep_merge(merged, per_task.get(task) or {})
-            kind = (merged.get("data") or {}).get("task", "forecast")
-            if kind not in cls.tasks:
-                continue
+            name_of_task = (merged.get("data") or {}).get("task", "forecast")
+            if name_of_task in TASK_CLASSES and TASK_CLASSES[name_of_task].kind not in cls.tasks:
+                continue  # an unknown task name is left to the config's own error below
             if spec.get("seeds") is not None:  # a model may run fewer seeds (a heavy model's CPU budget)
                 task_seeds = [x for x in task_seeds if x in spec["seeds"]]
             for fold in task_folds:

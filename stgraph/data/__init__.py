@@ -1,5 +1,6 @@
 """Station data, validation, roles, time splits, scalers and windows."""
 
+from stgraph.data.coverage import connectivity_report
 from stgraph.data.encodings import CYCLIC_FEATURES, cyclic_time_encoding
 from stgraph.data.errors import DataValidationError, ValidationReport
 from stgraph.data.grid import (
@@ -16,7 +17,6 @@ from stgraph.data.readers import read_long_table, read_stations
 from stgraph.data.scalers import MaskedStandardScaler
 from stgraph.data.splits import (
     StationSplit,
-    connectivity_report,
     explicit_split,
     kfold_station_splits,
     leave_one_station_out,

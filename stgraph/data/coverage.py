@@ -1,4 +1,6 @@
-"""Station roles that can be scored: a val (test) station needs an observed target in the val
+"""Station roles that can be scored, and how far each hidden station is from the training ones.
+
+A val (test) station needs an observed target in the val
 (test) period, or the run cannot score it.
 
 Real networks are patchy: a station may have no PM2.5 at all in the last 30 % of the record. A
@@ -19,6 +21,7 @@ import pandas as pd
 from stgraph.data.splits import StationSplit
 from stgraph.data.station_data import StationData
 from stgraph.data.time_splits import TimeSplit
+from stgraph.geo import geodesic_km
 
 FIXED_METHODS = ("explicit", "loso")
 
@@ -77,3 +80,50 @@ def ensure_coverage(data: StationData, split: StationSplit, periods: TimeSplit, 
     order = {s: i for i, s in enumerate(data.station_ids)}
     params = {**split.params, "coverage_moves": moves}
     return replace(split, **{r: tuple(sorted(v, key=order.get)) for r, v in roles.items()}, params=params)
+
+
+def connectivity_report(
+    data: StationData, split: StationSplit, *, isolation_km: float = 50.0, periods=None, channels=None
+) -> pd.DataFrame:
+    """For each hidden (val/test) station: its nearest training station and the geodesic
+    distance to it; ``isolated`` marks hidden stations with no training station within
+    ``isolation_km``, where any interpolation is an extrapolation. With ``periods`` (a TimeSplit)
+    every station gets a row (train-role ones too) and ``coverage_train/val/test`` columns: the
+    fraction of steps of each period with an observed value of ``channels`` (default: any channel);
+    ``scorable``: a val/test station has an observation in the period it is scored in (a train-role
+    station: in the train period)."""
+    train_idx = split.indices(data, "train")
+    rows = []
+    latlon = data.latlon
+    for role in ("val", "test"):
+        idx = split.indices(data, role)
+        if len(idx) == 0:
+            continue
+        a = np.repeat(latlon[idx], len(train_idx), axis=0)
+        b = np.tile(latlon[train_idx], (len(idx), 1))
+        d = geodesic_km(a[:, 0], a[:, 1], b[:, 0], b[:, 1]).reshape(len(idx), len(train_idx))
+        j = d.argmin(1)
+        dist = d[np.arange(len(idx)), j]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "station": data.ids(idx),
+                    "role": role,
+                    "nearest_train": data.ids(train_idx[j]),
+                    "distance_km": dist.astype(float),
+                    "isolated": dist > isolation_km,
+                }
+            )
+        )
+    columns = ["station", "role", "nearest_train", "distance_km", "isolated"]
+    report = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+    if periods is None:
+        return report
+    cov = role_coverage(data, periods, range(data.num_channels) if channels is None else channels)
+    train = pd.DataFrame({"station": data.ids(train_idx), "role": "train"})
+    report = pd.concat([train, report], ignore_index=True)
+    for name in ("train", "val", "test"):
+        report[f"coverage_{name}"] = cov.loc[report.station, name].to_numpy()
+    own = [getattr(r, f"coverage_{r.role}") for r in report.itertuples()]  # coverage in the role's own period
+    report["scorable"] = [bool(c > 0) for c in own]
+    return report

@@ -1,6 +1,6 @@
 """Sparse observation patterns: which (time, node) cells of a node set are removed.
 
-DiffRecon's three patterns (seed 002, ``../shared/docs/methods.md`` §2), on any node set: stations
+DiffRecon's three patterns (Sun et al.), on any node set: stations
 (positions = latitude/longitude) or the cells of a regular grid (positions at cell centres, and
 the grid's shape (I, J) with nodes in row-major order):
 

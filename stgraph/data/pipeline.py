@@ -1,8 +1,7 @@
 """Leak-free training inputs: what a model may see while it trains.
 
 Only train-role stations in the train period reach the scaler; only train-role stations'
-values reach the training windows; only train-role stations' positions reach the training graph.
-The poisoning test (tests/data/test_poisoning.py) holds this to bit-identity.
+values reach the training windows. The poisoning test (tests/data/test_poisoning.py) holds this to bit-identity.
 """
 
 from __future__ import annotations
@@ -10,14 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from torch_geometric.data import Data
 
 from stgraph.data.scalers import MaskedStandardScaler
 from stgraph.data.splits import StationSplit
 from stgraph.data.station_data import StationData
 from stgraph.data.time_splits import TimeSplit
 from stgraph.data.windows import WindowDataset, window_starts
-from stgraph.graph.build import station_data_graph
 
 
 @dataclass
@@ -27,13 +24,14 @@ class TrainingInputs:
         split order (plus, for a protocol with seen targets, those targets after them).
     scaler: fitted on those stations in the train period.
     windows: standardised windows over those stations in the train period.
-    graph: kNN graph among those stations (``station_index`` maps back to the dataset).
+
+    No graph: a model builds its graphs from the positions in each batch (``pos_src``), which a
+    hidden station reaches only as a target position, never with values.
     """
 
     stations: np.ndarray
     scaler: MaskedStandardScaler
     windows: WindowDataset
-    graph: Data
 
 
 def build_training_inputs(
@@ -43,16 +41,13 @@ def build_training_inputs(
     *,
     window: int,
     horizon: int,
-    k: int,
     stride: int = 1,
-    weight: str = "gaussian",
-    backend: str | None = None,
     window_nodes: np.ndarray | None = None,
     per_station_scaler: bool = False,
 ) -> TrainingInputs:
     """``window_nodes``: nodes to cut training windows from (default: the train-role stations); a
     protocol whose targets are seen in the train period (the grid protocol's fine cells) adds them.
-    The scaler and the graph always come from the train-role stations (``per_station_scaler``:
+    The scaler always comes from the train-role stations (``per_station_scaler``:
     one mean and std per train-role station, see :class:`MaskedStandardScaler`)."""
     stations = split.indices(data, "train")
     period = time_split.period("train")
@@ -61,5 +56,4 @@ def build_training_inputs(
     scaled = scaler.transform_(data.values[:, nodes], nodes)  # (T, N_window, C): only these columns, one copy
     starts = window_starts(period, window, horizon, stride)
     windows = WindowDataset(scaled, data.mask[:, nodes], data.times, starts, window, horizon)
-    graph = station_data_graph(data, k, stations=stations, weight=weight, backend=backend)
-    return TrainingInputs(stations=nodes, scaler=scaler, windows=windows, graph=graph)
+    return TrainingInputs(stations=nodes, scaler=scaler, windows=windows)

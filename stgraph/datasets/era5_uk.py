@@ -27,7 +27,8 @@ import numpy as np
 from stgraph.data.grid import coarsen_grid, grid_to_stations
 from stgraph.data.station_data import StationData
 from stgraph.data.time_splits import TimeSplit, chronological_time_split
-from stgraph.datasets.cards import DatasetCard
+from stgraph.datasets.cards import DatasetCard, all_cards
+from stgraph.datasets.resolve import provenance, resolve_files
 
 NAME = "era5-uk-t2m"
 GRIB_FILE = "era5-2mt-2019-03-uk.grib"
@@ -100,16 +101,15 @@ def load_era5_uk(
 
     Files are found and verified as for every built-in dataset (:func:`stgraph.datasets.load_dataset`).
     """
-    from stgraph.datasets.registry import load_dataset  # the registry imports this module
-
-    data = load_dataset(NAME, data_dir, download=download)
+    card = all_cards()[NAME]
+    files = resolve_files(card, data_dir, download=download)
+    data = load(card, files)
+    data.meta.update(provenance(card, files))
     return data if coarse_factor in (None, 1) else coarsen_grid(data, coarse_factor)
 
 
 def era5_uk_time_split(num_steps: int, *, gap: int = 0) -> TimeSplit:
     """DiffRecon's 2:1:1 split in time order: train = first half, val = next quarter, test = last
     quarter (fractions from the card's protocol); ``gap`` steps left out between periods."""
-    from stgraph.datasets.registry import get_card
-
-    protocol = get_card(NAME).protocol
+    protocol = all_cards()[NAME].protocol
     return chronological_time_split(num_steps, val=float(protocol["val"]), test=float(protocol["test"]), gap=gap)

@@ -8,8 +8,8 @@ from pathlib import Path
 from stgraph.data.station_data import StationData
 from stgraph.datasets import aqi36, cn_stations, era5_uk, uci_beijing
 from stgraph.datasets.cards import DatasetCard, all_cards
-from stgraph.datasets.resolve import resolve_files
-from stgraph.datasets.user_cards import load_user_dataset, user_cards, user_cards_dir
+from stgraph.datasets.resolve import provenance, resolve_files
+from stgraph.datasets.user_cards import load_user_dataset, read_user_cards, user_cards, user_cards_dir
 
 LOADERS: dict[str, Callable[[DatasetCard, dict[str, Path]], StationData]] = {
     "uci_beijing": uci_beijing.load,
@@ -29,8 +29,6 @@ def get_card(name: str) -> DatasetCard:
     cards = all_cards()
     key = name.strip().lower().replace("_", "-")
     if key not in cards:
-        from stgraph.datasets.user_cards import read_user_cards
-
         broken = read_user_cards()[1]
         if broken:
             first = next(iter(broken.values()))
@@ -56,11 +54,5 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     card = get_card(name)
     files = resolve_files(card, data_dir, download=download)
     data = LOADERS[card.loader](card, files)
-    data.meta.update(
-        {
-            "dataset": card.name,
-            "files": {k: str(v) for k, v in files.items()},
-            "sha256": {f.path: f.sha256 for f in card.files},
-        }
-    )
+    data.meta.update(provenance(card, files))
     return data

@@ -155,3 +155,13 @@ def resolve_files(
             f"official source: {card.url}" + (f"\n{problem}" if problem else "") + notes
         )
     return found
+
+
+def provenance(card: DatasetCard, files: dict[str, Path]) -> dict:
+    """What a loaded dataset records in ``StationData.meta``: the card's name, the files read and
+    their expected SHA-256."""
+    return {
+        "dataset": card.name,
+        "files": {k: str(v) for k, v in files.items()},
+        "sha256": {f.path: f.sha256 for f in card.files},
+    }

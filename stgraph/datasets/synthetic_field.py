@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from stgraph.data.station_data import StationData
-from stgraph.graph.geo import EARTH_RADIUS_KM, latlon_to_xyz
+from stgraph.geo import EARTH_RADIUS_KM, latlon_to_xyz
 
 
 def _features(latlon: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import yaml
 
 from stgraph.data.readers import read_long_table
 from stgraph.data.station_data import StationData
+from stgraph.datasets.cards import all_cards
 from stgraph.datasets.resolve import ChecksumError, DatasetNotFoundError, sha256_of
 
 # read_long_table's options a card (or an inline config's data.reader) may set
@@ -146,8 +147,6 @@ def add_user_dataset(
     ``reader``: :func:`~stgraph.data.readers.read_long_table`'s options (:data:`READER_OPTIONS`),
     stored in the card and applied at every load.
     """
-    from stgraph.datasets.cards import all_cards
-
     key = name.strip().lower()
     if not NAME_PATTERN.match(key):
         raise ValueError(f"dataset name {name!r}: use lower-case letters, digits, '.', '_' or '-' (e.g. 'my-city')")

@@ -2,7 +2,7 @@
 
 Ho, Jain and Abbeel (NeurIPS 2020, arXiv:2006.11239); the schedules and defaults are CSDI's
 (Tashiro et al., NeurIPS 2021, arXiv:2107.03502, ``config/base.yaml``: T = 50, β from 1e-4 to 0.5,
-``quad``), which DiffRecon (seed 002, eq. 2-5) builds on:
+``quad``), which DiffRecon (Sun et al., eq. 2-5) builds on:
 
     q(x_t | x_{t-1}) = N(sqrt(1 - β_t) x_{t-1}, β_t I),   α_t = 1 - β_t,   ᾱ_t = Π_{i<=t} α_i,
     q(x_t | x_0)     = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I),

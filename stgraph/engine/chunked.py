@@ -23,12 +23,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stgraph.graph.geo import latlon_to_xyz
+from stgraph.geo import latlon_to_xyz
 from stgraph.graph.knn import knn
 from stgraph.graph.locality import morton_order
 from stgraph.models.base import Prediction
-
-VISIBLE_SCORED = ("impute", "reconstruct")  # tasks that score cells of the visible stations too
 
 
 def neighbourhoods(latlon: np.ndarray, src: np.ndarray, chunks: list[np.ndarray], k: int) -> list[np.ndarray]:
@@ -68,10 +66,10 @@ def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray) -> tuple[Pr
     tc = exp.cfg.train
     chunk, k = tc.eval_target_chunk, tc.eval_neighbours
     src, tgt = np.asarray(src), np.asarray(tgt)
-    if k is not None and exp.task in VISIBLE_SCORED:
+    if k is not None and exp.task.traits.scores_visible_cells:
         raise ValueError(
-            f"train.eval_neighbours bounds the visible stations each chunk sees, but task '{exp.task}' also scores "
-            "the visible stations' removed cells, which every visible station must be predicted for: leave "
+            f"train.eval_neighbours bounds the visible stations each chunk sees, but task '{exp.task.name}' also "
+            "scores the visible stations' removed cells, which every visible station must be predicted for: leave "
             "train.eval_neighbours unset (train.eval_target_chunk alone streams the targets)"
         )
     if not chunk or len(tgt) == 0 or (len(tgt) <= chunk and k is None):

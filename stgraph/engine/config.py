@@ -24,6 +24,8 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from stgraph.engine.tasks import TASK_CLASSES
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -64,7 +66,8 @@ class DataConfig:
         task: ``"forecast"``, ``"krige"`` (hidden stations over the input window), ``"impute"``
             (in-sample: the dataset's evaluation cells) or ``"reconstruct"`` (hidden stations and
             the visible stations' cells removed by a sparse pattern: ``split.pattern``); for the
-            last three horizon = window.
+            last three horizon = window. Any task registered with
+            :func:`stgraph.engine.tasks.register_task` is accepted.
         window: Input window length in time steps.
         horizon: Forecast horizon in time steps.
         stride: Step between consecutive training window starts (a recorded CPU budget; evaluation
@@ -76,14 +79,14 @@ class DataConfig:
             for krige / impute / reconstruct); None = those of 6, 12 and 24 that fit; [] = none.
         daily: Score on daily means instead of raw steps.
         eval_days: Days (1-based) to report separately when ``daily`` is set.
-        anchor_channels: Protocol option, AMLSG's *hybrid anchor*: input channels (e.g. ``[PM10,
+        colocated_channels: Protocol option, AMLSG's *hybrid anchor*: input channels (e.g. ``[PM10,
             CO]`` for PM2.5) the protocol declares observed at the target stations too, so a
             reliably observed pollutant anchors the reconstruction of the others. Models get them
-            in ``GraphBatch.anchor_tgt`` (targets' values over the input steps, standardised):
+            in ``GraphBatch.colocated_tgt`` (targets' values over the input steps, standardised):
             training batches carry the hidden training stations', evaluation the val/test
             stations'. They must be input channels and not target channels; the targets' other
             channels never reach the model. With ``node_masking: sample`` the hidden stations keep
-            their anchor channels in ``x`` (their other channels are cleared). Not for ``impute``
+            their co-located channels in ``x`` (their other channels are cleared). Not for ``impute``
             (a station's other channels are already its input). Empty = off.
         aggregate: Protocol option, AMLSG's *downscaling*: ``mean`` gives every model, at each
             input step, the mean of the target channels over the observed stations of the batch's
@@ -113,7 +116,7 @@ class DataConfig:
     target_channels: list[str] = field(default_factory=lambda: ["PM2.5"])
     start: str | None = None
     end: str | None = None
-    task: Literal["forecast", "krige", "impute", "reconstruct"] = "forecast"
+    task: str = "forecast"
     window: int = 24
     horizon: int = 24
     stride: int = 1
@@ -121,7 +124,7 @@ class DataConfig:
     eval_steps: list[int] | None = None
     daily: bool = False
     eval_days: list[int] = field(default_factory=list)
-    anchor_channels: list[str] = field(default_factory=list)
+    colocated_channels: list[str] = field(default_factory=list)
     aggregate: Literal["none", "mean"] = "none"
     grid_coarsen: int = 0
     scaler: Literal["channel", "station"] = "channel"
@@ -579,19 +582,11 @@ def _check_values(cfg: ExperimentConfig, source: str) -> ExperimentConfig:
     both = sorted(set(sp.val_months) & set(sp.test_months))
     if both:
         raise ConfigError(f"{source}: split.val_months and split.test_months share months {both}")
-    if dc.scaler == "station" and dc.task != "impute":
-        raise ConfigError(
-            f"{source}: data.scaler: 'station' needs data.task 'impute' (a hidden station has no training cells to "
-            f"take its own statistics from), got task '{dc.task}'"
-        )
-    length = dc.horizon if dc.task == "forecast" else dc.window
-    over = [s for s in dc.eval_steps or [] if not 1 <= s <= length]
-    if over and not dc.daily:
-        what = "data.horizon" if dc.task == "forecast" else f"data.window (the scored span of a '{dc.task}' window)"
-        raise ConfigError(
-            f"{source}: data.eval_steps: {over} outside 1..{length} ({what}); give steps within it, [] for none, "
-            "or null for those of 6, 12, 24 that fit"
-        )
+    if dc.task not in TASK_CLASSES:
+        raise ConfigError(f"{source}: data.task: expected one of {sorted(TASK_CLASSES)}, got '{dc.task}'")
+    problems = TASK_CLASSES[dc.task].check_config(cfg)
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}")
     return cfg
 
 

@@ -14,8 +14,9 @@ from stgraph.data.windows import first_cover_cut
 from stgraph.engine.chunked import chunked_forward
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.metrics import daily_means, summarize_metrics
-from stgraph.engine.probabilistic import QUANTILE_LEVELS, crps_from_samples, sample_quantiles
+from stgraph.engine.probabilistic import crps_from_samples
 from stgraph.models.base import Prediction, StationModel
+from stgraph.ops.quantiles import QUANTILE_LEVELS, sample_quantiles
 
 
 @torch.no_grad()
@@ -37,11 +38,11 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     model.eval()
     inputs, truth = exp.eval_windows(period, exp.cfg.train.max_eval_windows)
     src, tgt = exp.roles(role)
-    scored_nodes = src if exp.task_obj.scores_visible else tgt
+    scored_nodes = src if exp.task.scores_visible else tgt
     mean, std = unscaling(exp, scored_nodes)  # (C_out,) per channel, (N_role, C_out) per station
     mean_v, std_v = unscaling(exp, src)
-    extra = exp.task_obj.extra_groups
-    group_scale = {g: unscaling(exp, exp.task_obj.group_nodes(g, src, tgt)) for g in extra}
+    extra = exp.task.extra_groups
+    group_scale = {g: unscaling(exp, exp.task.group_nodes(g, src, tgt)) for g in extra}
     keys = ("pred", "true", "mask", "pred_visible", "true_visible", "mask_visible", "start")
     out = {k: [] for k in keys + tuple(f"{k}_{g}" for g in extra for k in ("pred", "true", "mask"))}
     prob = {"crps": [], "quantiles": []}
@@ -52,8 +53,10 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         w, wt = inputs[idx], truth[idx]
         pred, covered = chunked_forward(model, exp, w, src, tgt)  # targets in chunks: train.eval_target_chunk
         y, m, _ = exp.out_window(wt)
-        p, ys, ms = exp.scored(pred, y, m, src, tgt)
-        samples = _scored_samples(exp, pred, y, m, src, tgt)
+        groups = exp.task.scored_groups(pred, y, m, src, tgt, w.start)
+        p, ys, ms = groups["hidden"]
+        sampled = _scored_samples(exp, pred, y, m, src, tgt, w.start)
+        samples = None if sampled is None else sampled["hidden"]
         if samples is not None:
             num_samples.add(int(samples.shape[0]))
             _add_probabilistic(prob, "", samples * std + mean, ys, ms, exp.cfg.data.daily)
@@ -66,17 +69,16 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         out["mask_visible"].append(mv[:, :, src] & covered.view(1, 1, -1, 1))
         out["start"].append(w.start)
         for g in extra:
-            pg, yg, mg = exp.task_obj.scored_group(g, pred, y, m, src, tgt, w.start)
+            pg, yg, mg = groups[g]
             mean_g, std_g = group_scale[g]
             out[f"pred_{g}"].append(pg * std_g + mean_g)
             out[f"true_{g}"].append(yg)
             out[f"mask_{g}"].append(mg)
-            if samples is not None:
-                sg = _scored_samples(exp, pred, y, m, src, tgt, group=g, start=w.start)
-                _add_probabilistic(prob, f"_{g}", sg * std_g + mean_g, yg, mg, exp.cfg.data.daily)
+            if sampled is not None:
+                _add_probabilistic(prob, f"_{g}", sampled[g] * std_g + mean_g, yg, mg, exp.cfg.data.daily)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
     span = exp.cfg.data.window + exp._horizon
-    if exp.task_obj.aligned and exp.cfg.data.eval_stride >= span:  # each cell once: the first window's
+    if exp.task.aligned and exp.cfg.data.eval_stride >= span:  # each cell once: the first window's
         cut = first_cover_cut(arrays["start"], span)  # a block's last window overlaps its predecessor
         head = np.arange(span)[None, :] < cut[:, None]  # (B, H)
         for key in [k for k in arrays if k.startswith("mask")]:
@@ -95,7 +97,7 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     arrays["stations"] = exp.data.ids(scored_nodes)
     arrays["stations_visible"] = exp.data.ids(src)
     for g in extra:
-        arrays[f"stations_{g}"] = exp.data.ids(exp.task_obj.group_nodes(g, src, tgt))
+        arrays[f"stations_{g}"] = exp.data.ids(exp.task.group_nodes(g, src, tgt))
     return arrays
 
 
@@ -125,14 +127,12 @@ def _scored_samples(
     m: torch.Tensor,
     src: np.ndarray,
     tgt: np.ndarray,
-    *,
-    group: str | None = None,
-    start: torch.Tensor | None = None,
-) -> torch.Tensor | None:
-    """(S, B, H, N_role, C_out) standardised samples of the scored cells, or None for a point
-    model. The task picks them as it picks the point estimate: the S samples are folded into the
-    batch axis (sample-major) for :meth:`Experiment.scored` (or, for an extra ``group``, the
-    task's ``scored_group`` with the window starts repeated) and unfolded after."""
+    start: torch.Tensor,
+) -> dict[str, torch.Tensor] | None:
+    """Per scored group, the (S, B, H, N_g, C_out) standardised samples of its cells, or None for
+    a point model. The task picks them as it picks the point estimate: the S samples are folded
+    into the batch axis (sample-major) for :meth:`Task.scored_groups` (the window starts
+    repeated) and unfolded after."""
     if pred.samples_src is None and pred.samples_tgt is None:
         return None
     folded = {}
@@ -150,13 +150,8 @@ def _scored_samples(
     if pred.samples_tgt.size(0) != s:
         raise ValueError(f"Prediction.samples_src has {s} samples and samples_tgt {pred.samples_tgt.size(0)}")
     reps = (s, *([1] * (y.dim() - 1)))
-    if group is None:
-        samples, _, _ = exp.scored(Prediction(**folded), y.repeat(reps), m.repeat(reps), src, tgt)
-    else:
-        samples, _, _ = exp.task_obj.scored_group(
-            group, Prediction(**folded), y.repeat(reps), m.repeat(reps), src, tgt, start.repeat(s)
-        )
-    return samples.unflatten(0, (s, -1))
+    groups = exp.task.scored_groups(Prediction(**folded), y.repeat(reps), m.repeat(reps), src, tgt, start.repeat(s))
+    return {g: scored.pred.unflatten(0, (s, -1)) for g, scored in groups.items()}
 
 
 def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
@@ -182,7 +177,7 @@ def score(exp: Experiment, arrays: dict[str, np.ndarray]) -> dict:
     merge them as the point estimates: a cell's CRPS and its 0/1 coverage are averaged over the
     windows that hold it, then averaged over cells."""
     dc = exp.cfg.data
-    task = exp.task_obj
+    task = exp.task
     result = {}
     for group, suffix in (("hidden", ""), ("visible", "_visible"), *((g, f"_{g}") for g in task.extra_groups)):
         pred, true = torch.as_tensor(arrays["pred" + suffix]), torch.as_tensor(arrays["true" + suffix])

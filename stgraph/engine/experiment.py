@@ -12,7 +12,7 @@ also lose the cells of a seeded sparse pattern (``split.pattern``), removed the 
 scored as a second group.
 
 AMLSG's protocol options (:mod:`stgraph.engine.tasks.protocols`) add exactly what they declare:
-the targets' anchor channels (``data.anchor_channels``), the universe's mean of the target channels
+the targets' co-located channels (``data.colocated_channels``), the universe's mean of the target channels
 (``data.aggregate``), and backcast or explicit time periods (``split.backcast``, ``split.periods``).
 """
 
@@ -43,7 +43,12 @@ from stgraph.datasets import load_dataset
 from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
 from stgraph.engine.run_identity import data_checksums
 from stgraph.engine.tasks import Task, get_task
-from stgraph.engine.tasks.protocols import anchor_at_targets, anchor_channel_indices, check_aggregate, station_mean
+from stgraph.engine.tasks.protocols import (
+    check_aggregate,
+    colocated_at_targets,
+    colocated_channel_indices,
+    station_mean,
+)
 from stgraph.graph.knn import default_backend
 from stgraph.models.base import DataSizes, GraphBatch
 
@@ -134,9 +139,11 @@ class Experiment:
     sizes: what the model is built with. train: leak-free training inputs.
     truth_values, truth_mask: (T, N, C_in) what is scored, and where (for ``impute``: the
         evaluation cells; otherwise the observed cells of ``data``).
-    anchor: (C_a,) indices among the input channels of the protocol's anchor channels (empty = off).
+    colocated: (C_a,) indices among the input channels of the protocol's co-located channels (empty = off).
     pattern: ``reconstruct``: the sparse pattern removed from the train-role stations (saved in
         the run); None for the other tasks.
+    task: the run's one :class:`~stgraph.engine.tasks.Task`, built once; the engine asks it what
+        to hide, show, score and merge.
     """
 
     cfg: ExperimentConfig
@@ -149,41 +156,26 @@ class Experiment:
     knn_backend: str
     truth_values: np.ndarray
     truth_mask: np.ndarray
-    anchor: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    colocated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pattern: SparsePattern | None = None
     source_checksums: dict = field(default_factory=dict)  # the source data's (run_identity.data_checksums)
-
-    @property
-    def task(self) -> str:
-        return self.cfg.data.task
-
-    @functools.cached_property
-    def task_obj(self) -> Task:
-        """The task's decisions (hiding, inputs, scoring, merging): :mod:`stgraph.engine.tasks`."""
-        task = get_task(self.task, self.anchor, self.pattern, grid=self.cfg.data.grid_coarsen)
-        task.latlon = self.data.latlon
-        return task
+    task: Task | None = None
 
     @property
     def aligned(self) -> bool:
-        return self.task_obj.aligned
+        return self.task.aligned
 
     def roles(self, role: str) -> tuple[np.ndarray, np.ndarray]:
         """(visible, hidden) node indices when scoring ``role`` (``val``/``test``). For ``impute``
         every station is visible and none is hidden: the model's ``src`` output is scored."""
-        return self.task_obj.roles(self.split, self.data, role)
+        return self.task.roles(self.split, self.data, role)
 
     def pos(self, nodes) -> torch.Tensor:
         return torch.as_tensor(self.data.latlon[np.asarray(nodes)], dtype=torch.float32)
 
     def out_window(self, w: Windows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Target values, mask and time encodings of a window batch's output steps."""
-        return self.task_obj.out_window(w, self.targets)
-
-    def scored(self, pred, y: torch.Tensor, m: torch.Tensor, src: np.ndarray, tgt: np.ndarray):
-        """(prediction, truth, mask) of the scored stations: the hidden ones, or for ``impute``
-        the visible ones (whose evaluation cells were never in the input)."""
-        return self.task_obj.scored(pred, y, m, src, tgt)
+        return self.task.out_window(w, self.targets)
 
     def eval_windows(
         self, period: str, max_windows: int | None = None, *, scaled_truth: bool = False
@@ -219,12 +211,12 @@ class Experiment:
 
     @property
     def _horizon(self) -> int:
-        return self.task_obj.window_horizon(self.cfg.data.horizon)
+        return self.task.window_horizon(self.cfg.data.horizon)
 
     def batch(self, w: Windows, src: np.ndarray, tgt: np.ndarray, nodes: np.ndarray | None = None) -> GraphBatch:
         """A model batch with ``src`` visible and ``tgt`` as targets; ``src``/``tgt`` index the
         columns of ``w`` and ``nodes`` maps those columns to dataset nodes (default: identity).
-        Protocol options add the targets' anchor channels and the mean of the target channels over
+        Protocol options add the targets' co-located channels and the mean of the target channels over
         ``src`` and ``tgt`` (see :mod:`stgraph.engine.tasks.protocols`); nothing else of ``tgt``."""
         nodes = np.arange(w.x.size(2)) if nodes is None else nodes
         _, _, y_time = self.out_window(w)
@@ -237,8 +229,8 @@ class Experiment:
             pos_src=self.pos(nodes[src]),
             pos_tgt=self.pos(nodes[tgt]),
         )
-        if len(self.anchor):
-            batch.anchor_tgt, batch.anchor_tgt_mask = anchor_at_targets(w, tgt, self.anchor)
+        if len(self.colocated):
+            batch.colocated_tgt, batch.colocated_tgt_mask = colocated_at_targets(w, tgt, self.colocated)
         if self.cfg.data.aggregate == "mean":
             universe = np.sort(nodes[np.concatenate([np.asarray(src), np.asarray(tgt)]).astype(np.int64)])
             batch.aggregate, batch.aggregate_mask = self.aggregate(w.start, universe, w.x.size(1))
@@ -267,7 +259,7 @@ class Experiment:
 def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -> Experiment:
     """Load (or take) the data and build roles, periods, scaler, windows and sizes."""
     dc = cfg.data
-    task = get_task(dc.task, grid=dc.grid_coarsen)
+    task = get_task(dc.task, grid=dc.grid_coarsen)  # the run's one task object
     source = load_experiment_data(dc) if data is None else data
     checksums = data_checksums(source)
     data = task.prepare_data(source, dc)
@@ -277,7 +269,8 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     if missing:
         raise ValueError(f"data.target_channels {missing} must be among the input channels {names}")
     targets = np.array([names.index(c) for c in dc.target_channels])
-    anchor = anchor_channel_indices(dc, names)
+    colocated = colocated_channel_indices(dc, names)
+    task.colocated = colocated
     check_aggregate(dc)
     aligned = task.aligned
     horizon = dc.window if aligned else dc.horizon
@@ -288,6 +281,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
     if task.scores_roles:  # a val/test station with no target in its scored period cannot be scored
         split = ensure_coverage(view, split, periods, targets)
     view, pattern = task.sparse_view(view, split, cfg, periods)  # before the scaler and any window
+    task.pattern, task.latlon = pattern, view.latlon
     training_periods = task.training_periods(periods, cfg.split)
     backend = default_backend()
     train = build_training_inputs(
@@ -296,9 +290,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         training_periods,
         window=dc.window,
         horizon=task.window_horizon(horizon),
-        k=min(4, max(1, len(split.train) - 1)),
         stride=dc.stride,
-        backend=backend,
         window_nodes=task.training_nodes(split, view),
         per_station_scaler=dc.scaler == "station",
     )
@@ -308,7 +300,7 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         target_channels=tuple(targets.tolist()),
         window=dc.window,
         horizon=horizon,
-        task=dc.task,
+        task=task.kind,
     )
     if len(train.windows) == 0:
         raise ValueError(f"the train period holds no window of {dc.window}+{horizon} steps")
@@ -323,7 +315,8 @@ def prepare_experiment(cfg: ExperimentConfig, data: StationData | None = None) -
         knn_backend=backend,
         truth_values=truth_values,
         truth_mask=truth_mask,
-        anchor=anchor,
+        colocated=colocated,
         pattern=pattern,
         source_checksums=checksums,
+        task=task,
     )

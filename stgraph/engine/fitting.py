@@ -28,7 +28,7 @@ def fit_context(
         batcher = StationBatcher(exp)  # train.subgraph_size: the batch's stations only
         order = torch.randperm(len(windows), generator=gen)[: tc.max_train_windows or len(windows)]
         for idx in order.split(tc.batch_size):
-            view = exp.task_obj.training_view(*batcher.cut(windows, idx, nodes, gen), exp.targets, tc, gen)
+            view = exp.task.training_view(*batcher.cut(windows, idx, nodes, gen), exp.targets, tc, gen)
             batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
             yield batch, tuple((t.which, t.y, t.mask, t.weight) for t in view.terms)
 
@@ -36,7 +36,7 @@ def fit_context(
         budget = tc.max_eval_windows if tc.max_val_windows is None else tc.max_val_windows
         inputs, truth = exp.eval_windows("val", budget, scaled_truth=True)
         src, tgt = exp.roles("val")
-        which = "src" if exp.task_obj.scores_visible else "tgt"
+        which = "src" if exp.task.scores_visible else "tgt"
         for idx in torch.arange(len(inputs)).split(tc.batch_size * 4):
             y, m, _ = exp.out_window(truth[idx])
             cols = torch.as_tensor(src if which == "src" else tgt)

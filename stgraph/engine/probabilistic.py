@@ -17,12 +17,10 @@ Everything is vectorised over cells; arithmetic is in float64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-QUANTILE_LEVELS = (0.05, 0.5, 0.95)
+from stgraph.ops.quantiles import sample_quantiles
 
 
 def _check(samples: Tensor, truth: Tensor, mask: Tensor | None) -> Tensor:
@@ -60,29 +58,6 @@ def crps_from_samples(samples: Tensor, truth: Tensor, mask: Tensor | None = None
     spread = (weights * x).sum(dim=0) / (s * s)  # ½ E|X - X'|
     crps = (x - y).abs().mean(dim=0) - spread
     return torch.where(m, crps, zero)
-
-
-def sample_quantiles(samples: Tensor, qs: Sequence[float] = QUANTILE_LEVELS) -> Tensor:
-    """Quantiles of the samples of every cell (linear interpolation, numpy's default).
-
-    Args:
-        samples: (S, ...).
-        qs: levels in [0, 1].
-    Returns:
-        (len(qs), ...) in the samples' dtype.
-    """
-    levels = torch.as_tensor(list(qs), dtype=torch.float64)
-    if levels.dim() != 1 or not len(levels) or ((levels < 0) | (levels > 1)).any():
-        raise ValueError(f"quantile levels must be a non-empty list in [0, 1], got {list(qs)}")
-    if samples.dim() < 1 or samples.size(0) < 1:
-        raise ValueError(f"samples must be (S, ...) with S >= 1, got shape {tuple(samples.shape)}")
-    x = samples.sort(dim=0).values
-    pos = levels * (x.size(0) - 1)
-    lo, hi = pos.floor().long(), pos.ceil().long()
-    frac = (pos - lo).to(x.dtype if x.is_floating_point() else torch.float64).to(x.device)
-    frac = frac.reshape(-1, *([1] * (x.dim() - 1)))
-    lower, upper = x[lo.to(x.device)], x[hi.to(x.device)]
-    return lower + frac * (upper - lower)
 
 
 def interval_bounds(samples: Tensor, level: float = 0.9) -> tuple[Tensor, Tensor]:

@@ -20,6 +20,7 @@ from stgraph.engine.config import ExperimentConfig, load_config, save_config
 from stgraph.engine.evaluate import predict, score
 from stgraph.engine.experiment import Experiment, prepare_experiment
 from stgraph.engine.fitting import fit_model
+from stgraph.engine.run_folder import RunDir, environment_record, load_checkpoint
 from stgraph.engine.run_identity import (
     IDENTITY_FILE,
     check_config,
@@ -30,7 +31,6 @@ from stgraph.engine.run_identity import (
     make_identity,
 )
 from stgraph.engine.run_lock import run_lock
-from stgraph.engine.runs import RunDir, environment_record, load_checkpoint
 from stgraph.engine.trainer import train_model
 from stgraph.models.registry import build_model
 
@@ -207,7 +207,7 @@ def check_saved_pattern(exp: Experiment, run: RunDir) -> None:
         )
 
 
-def restore_run(run_dir: str | Path, data: StationData | None = None):
+def load_trained(run_dir: str | Path, data: StationData | None = None):
     """(run, experiment, model) of a run folder: rebuilt from its own config, checked against its
     identity (the data must be the data it was trained on), fitted models refitted (deterministic),
     trained ones loaded from ``best.pt`` (plain data only). Shared by evaluate and reanalyse."""
@@ -232,6 +232,6 @@ def evaluate_run(run_dir: str | Path, data: StationData | None = None) -> dict:
     ``evaluation.json`` (never ``metrics.json``: a crashed run stays resumable). Holds the run's lock."""
     folder = Path(run_dir)
     with run_lock(folder):
-        run, exp, model = restore_run(folder, data)
+        run, exp, model = load_trained(folder, data)
         training = run.read_json("metrics.json").get("training", {}) if run.metrics_path.exists() else {}
         return evaluate_model(model, exp, run, training, final=False)

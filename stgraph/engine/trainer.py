@@ -37,44 +37,20 @@ from stgraph.engine import distributed
 from stgraph.engine.chunked import chunked_forward
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.learning_curve import write_learning_curve
-from stgraph.engine.runs import RunDir, atomic_torch_save, load_checkpoint
+from stgraph.engine.run_folder import RunDir, atomic_torch_save, load_checkpoint
 from stgraph.engine.station_batches import StationBatcher
 from stgraph.engine.tasks import LossTerm, TrainingView
 from stgraph.models.base import Prediction, StationModel
-
-
-def masked_mse(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(pred.dtype)
-    return ((pred - true) ** 2 * m).sum() / m.sum().clamp_min(1.0)
-
-
-def masked_l1(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.to(pred.dtype)
-    return ((pred - true).abs() * m).sum() / m.sum().clamp_min(1.0)
-
-
-LOSSES = {"l1": masked_l1, "mse": masked_mse}
-
-
-def task_loss(pred: Prediction, terms: list[LossTerm], loss_fn) -> torch.Tensor:
-    """Sum of the weighted loss terms over the prediction and each of its ``aux`` estimates."""
-    total = pred.src.new_zeros(())
-    for p in [pred, *pred.aux]:
-        for t in terms:
-            if t.weight:
-                total = total + t.weight * loss_fn(getattr(p, t.which), t.y, t.mask)
-    return total
+from stgraph.ops.losses import LOSSES
 
 
 def training_step(model: StationModel, exp: Experiment, view: TrainingView, loss_fn) -> torch.Tensor:
-    """The loss of one training batch shaped by the task."""
+    """The loss of one training batch shaped by the task: the model's :meth:`~StationModel.training_loss`
+    (by default the task's loss of its forward pass)."""
     batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
     if view.teacher is not None:
         batch.y_src, batch.y_src_mask = view.teacher
-    terms = view.terms
-    if model.has_training_loss:  # e.g. a diffusion model: its own objective on the same cells
-        return model.training_loss(batch, [(t.which, t.y, t.mask, t.weight) for t in terms], loss_fn)
-    return task_loss(model(batch), terms, loss_fn)
+    return model.training_loss(batch, [(t.which, t.y, t.mask, t.weight) for t in view.terms], loss_fn)
 
 
 @torch.no_grad()
@@ -98,21 +74,17 @@ def _validate(model: StationModel, exp: Experiment) -> float:
     budget = tc.max_eval_windows if tc.max_val_windows is None else tc.max_val_windows
     inputs, truth = exp.eval_windows("val", budget, scaled_truth=True)
     src, tgt = exp.roles("val")
-    task = exp.task_obj
+    task = exp.task
     if (len(tgt) == 0 and not task.scores_visible) or len(inputs) == 0:
         raise ValueError("validation needs val-role stations and a val period with at least one window")
-    groups = ("hidden", *task.extra_groups)
+    groups = task.groups
     if tc.val_score == "loss":
-        return _validation_loss(model, exp, inputs, truth, src, tgt, groups)
+        return _validation_loss(model, exp, inputs, truth, src, tgt)
     err, count = dict.fromkeys(groups, 0.0), dict.fromkeys(groups, 0.0)
     for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
         pred = chunked_forward(model, exp, inputs[idx], src, tgt)[0]
         y, m, _ = exp.out_window(truth[idx])
-        for g in groups:
-            if g == "hidden":
-                p, yg, mg = exp.scored(pred, y, m, src, tgt)
-            else:
-                p, yg, mg = task.scored_group(g, pred, y, m, src, tgt, inputs[idx].start)
+        for g, (p, yg, mg) in task.scored_groups(pred, y, m, src, tgt, inputs[idx].start).items():
             mg = mg.float()
             err[g] += float(((p - yg).abs() * mg).sum())
             count[g] += float(mg.sum())
@@ -122,23 +94,20 @@ def _validate(model: StationModel, exp: Experiment) -> float:
     return sum(err[g] / count[g] for g in groups) / len(groups)
 
 
-def _validation_loss(model: StationModel, exp: Experiment, inputs, truth, src, tgt, groups) -> float:
+def _validation_loss(model: StationModel, exp: Experiment, inputs, truth, src, tgt) -> float:
     """Mean over the validation windows of the model's training objective with one loss term per
     scored group (its cells, weight 1), batch i's random draws fixed by i
     (:meth:`~stgraph.models.base.StationModel.validation_loss`)."""
-    task, loss_fn = exp.task_obj, LOSSES[exp.cfg.train.loss]
+    task, loss_fn = exp.task, LOSSES[exp.cfg.train.loss]
     total, seen = 0.0, 0
     for i, idx in enumerate(torch.arange(len(inputs)).split(exp.cfg.train.batch_size)):
         w = inputs[idx]
         y, m, _ = exp.out_window(truth[idx])
         marker = Prediction(src=y.new_zeros(0), tgt=y.new_zeros(0))  # which output a group scores
-        terms = []
-        for g in groups:
-            if g == "hidden":
-                p, yg, mg = exp.scored(marker, y, m, src, tgt)
-            else:
-                p, yg, mg = task.scored_group(g, marker, y, m, src, tgt, w.start)
-            terms.append(LossTerm("src" if p is marker.src else "tgt", yg, mg, 1.0))
+        terms = [
+            LossTerm("src" if p is marker.src else "tgt", yg, mg, 1.0)
+            for p, yg, mg in task.scored_groups(marker, y, m, src, tgt, w.start).values()
+        ]
         loss = model.validation_loss(exp.batch(w, src, tgt), [(t.which, t.y, t.mask, t.weight) for t in terms],
                                      loss_fn, i)  # fmt: skip
         total, seen = total + float(loss) * len(idx), seen + len(idx)
@@ -235,7 +204,7 @@ def train_model(
     budget = training_budget(tc, len(windows))
     n_windows, steps_per_epoch = budget.windows_per_round, budget.steps_per_round
     model.set_training_budget(budget.total_steps)
-    task = exp.task_obj
+    task = exp.task
     batcher = StationBatcher(exp)  # train.subgraph_size: windows cut for the batch's stations only
     initial_path = run.path / "initial.pt"
     main = distributed.is_main()  # only rank 0 writes (one process: always)

@@ -1,11 +1,12 @@
 """Graph features for tabular learners: one row of numbers per output cell (sample, step, station, channel).
 
-AMLSG (seed 003; ``docs/methods.md`` §3) and the RFSI-style tree models learn on tables, not
-graphs. :func:`station_features` turns a :class:`~stgraph.models.base.GraphBatch` into such a
-table, built only from what a model may see: the visible stations' observed inputs
-(``x``/``x_mask``), positions, time encodings, static covariates and, for targets, the
-co-located channels observed there (``anchor_tgt``). An input cell whose mask is False is never
-read, and a visible station's own value at the output cell is never one of its features.
+AMLSG (the Shanghai 2014-2025 air-quality inventory's stacked generalisation) and the RFSI-style
+tree models learn on tables, not graphs. :func:`station_features` turns a
+:class:`~stgraph.data.batch.GraphBatch` into such a table, built only from what a model may see: the
+visible stations' observed inputs (``x``/``x_mask``), positions, time encodings, static covariates
+and, for targets, the co-located channels observed there (``colocated_tgt``). An input cell whose mask
+is False is never read, and a visible station's own value at the output cell is never one of its
+features.
 
 Columns, in this order (``k``, ``lags`` and the switches from :class:`FeatureConfig`; j runs over
 the ``k`` nearest visible stations *observed* in that cell, nearest first):
@@ -32,9 +33,9 @@ the ``k`` nearest visible stations *observed* in that cell, nearest first):
 - ``covariates``: for each non-target input channel i, ``cov{i}_idw`` (aligned: masked IDW of the
   visible stations observed at t) or ``cov{i}_idw_last`` (forecast: of their last values);
   for ``src`` the station itself is excluded.
-- ``anchor``: ``tgt``, when the batch carries ``anchor_tgt`` (B, W, N_tgt, C_a) and
-  ``anchor_tgt_mask``: aligned ``anchor{a}`` (the co-located channel observed at the target at t),
-  forecast ``anchor{a}_last``, ``anchor{a}_age``, ``anchor{a}_lag{L}``. ``src``: the station's
+- ``co_located``: ``tgt``, when the batch carries ``colocated_tgt`` (B, W, N_tgt, C_a) and
+  ``colocated_tgt_mask``: aligned ``colocated{a}`` (the co-located channel observed at the target at t),
+  forecast ``colocated{a}_last``, ``colocated{a}_age``, ``colocated{a}_lag{L}``. ``src``: the station's
   own non-target input channels, which the batch already holds: aligned ``own_cov{i}`` (at t),
   forecast ``own_cov{i}_last``, ``own_cov{i}_age``, ``own_cov{i}_lag{L}``.
 - ``aggregate`` (AMLSG's downscaling), when the batch carries ``aggregate`` (B, W, C_out) and
@@ -42,7 +43,7 @@ the ``k`` nearest visible stations *observed* in that cell, nearest first):
   ``aggregate_last``, ``aggregate_age``, ``aggregate_lag{L}``.
 
 NaN marks an undefined feature (no observed neighbour, a lag before the window, no observation).
-The column set depends only on (sizes, cfg, which, whether the batch has an anchor and an
+The column set depends only on (sizes, cfg, which, whether the batch has co-located channels and an
 aggregate), so rows of different batches stack.
 """
 
@@ -52,6 +53,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stgraph.data.batch import DataSizes, GraphBatch
 from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.features.neighbours import (
     NeighbourTable,
@@ -61,8 +63,7 @@ from stgraph.features.neighbours import (
     neighbour_table,
 )
 from stgraph.features.own_history import around_cell, lagged, last_observation, observed_or_nan, value_before_end
-from stgraph.models.base import DataSizes, GraphBatch
-from stgraph.models.baselines.idw import masked_idw
+from stgraph.ops.idw import masked_idw
 
 WHICH = ("tgt", "src")
 
@@ -77,7 +78,7 @@ class FeatureConfig:
         idw_power: power of the inverse-distance weights (geodesic km).
         own_history: ``src`` only: the station's own LOCF/NOCB, gaps, linear interpolation and lags.
         covariates: IDW of the neighbours' non-target input channels (weather, other pollutants).
-        anchor: co-located channels observed at the output station (``tgt``: ``batch.anchor_tgt``
+        co_located: co-located channels observed at the output station (``tgt``: ``batch.colocated_tgt``
             when present; ``src``: the station's own non-target channels).
         aggregate: the batch's aggregate series (``batch.aggregate``, downscaling) when present.
     """
@@ -87,7 +88,7 @@ class FeatureConfig:
     idw_power: float = 2.0
     own_history: bool = True
     covariates: bool = True
-    anchor: bool = True
+    co_located: bool = True
     aggregate: bool = True
 
     def __post_init__(self) -> None:
@@ -109,8 +110,8 @@ def station_features(
     """Features of every output cell of ``which``.
 
     Args:
-        batch: the model input (see :class:`~stgraph.models.base.GraphBatch`); may carry
-            ``anchor_tgt`` (B, W, N_tgt, C_a) and bool ``anchor_tgt_mask``.
+        batch: the model input (see :class:`~stgraph.data.batch.GraphBatch`); may carry
+            ``colocated_tgt`` (B, W, N_tgt, C_a) and bool ``colocated_tgt_mask``.
         sizes: the data sizes (task, window, horizon, target channels, static covariates).
         cfg: :class:`FeatureConfig`.
         which: ``"tgt"`` (target stations, no history) or ``"src"`` (the visible stations' own
@@ -147,15 +148,15 @@ def station_features(
         cols += _own_history(xt, mt, cfg, sizes.aligned)
     if cfg.covariates and other:
         cols += _covariates(x[..., other], m[..., other], other, pos_src, pos_out, cfg, own, sizes.aligned)
-    if cfg.anchor:
+    if cfg.co_located:
         if own and other:
             names = [f"own_cov{i}" for i in other]
             cols += _colocated(x[..., other], m[..., other], names, cfg, sizes.aligned)
-        anchor = getattr(batch, "anchor_tgt", None)
-        if not own and anchor is not None:
-            am = batch.anchor_tgt_mask.to(dev).bool()
-            names = [f"anchor{a}" for a in range(anchor.size(-1))]
-            cols += _colocated(anchor.to(dev).float(), am, names, cfg, sizes.aligned)
+        colocated = getattr(batch, "colocated_tgt", None)
+        if not own and colocated is not None:
+            am = batch.colocated_tgt_mask.to(dev).bool()
+            names = [f"colocated{a}" for a in range(colocated.size(-1))]
+            cols += _colocated(colocated.to(dev).float(), am, names, cfg, sizes.aligned)
     aggregate = getattr(batch, "aggregate", None)
     if cfg.aggregate and aggregate is not None:  # (B, W, C_out): one station-free series per channel
         agg, agg_m = aggregate.to(dev).float().unsqueeze(2), batch.aggregate_mask.to(dev).bool().unsqueeze(2)
@@ -317,18 +318,18 @@ def _check(batch: GraphBatch, sizes: DataSizes, which: str) -> None:
         raise ValueError(f"{field} must be ({n_out}, num_static={sizes.num_static}), got {got}")
     if sizes.num_static == 0 and static is not None and static.numel() > 0:
         raise ValueError(f"{field} holds {tuple(static.shape)} covariates but DataSizes.num_static is 0")
-    anchor = getattr(batch, "anchor_tgt", None)
-    if which == "tgt" and anchor is not None:
-        am = getattr(batch, "anchor_tgt_mask", None)
+    colocated = getattr(batch, "colocated_tgt", None)
+    if which == "tgt" and colocated is not None:
+        am = getattr(batch, "colocated_tgt_mask", None)
         want = (x.size(0), sizes.window, batch.pos_tgt.size(0))
-        if anchor.dim() != 4 or tuple(anchor.shape[:3]) != want:
+        if colocated.dim() != 4 or tuple(colocated.shape[:3]) != want:
             raise ValueError(
-                f"GraphBatch.anchor_tgt must be (B, W, N_tgt, C_a) with (B, W, N_tgt) = {want}, got "
-                f"{tuple(anchor.shape)}"
+                f"GraphBatch.colocated_tgt must be (B, W, N_tgt, C_a) with (B, W, N_tgt) = {want}, got "
+                f"{tuple(colocated.shape)}"
             )
-        if am is None or am.shape != anchor.shape or am.dtype != torch.bool:
+        if am is None or am.shape != colocated.shape or am.dtype != torch.bool:
             got = None if am is None else f"{am.dtype} {tuple(am.shape)}"
-            raise ValueError(f"GraphBatch.anchor_tgt_mask must be bool {tuple(anchor.shape)}, got {got}")
+            raise ValueError(f"GraphBatch.colocated_tgt_mask must be bool {tuple(colocated.shape)}, got {got}")
     aggregate = getattr(batch, "aggregate", None)
     if aggregate is not None:
         agg_m = getattr(batch, "aggregate_mask", None)

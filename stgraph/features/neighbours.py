@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from stgraph.graph.geo import geodesic_km
-from stgraph.models.baselines.knn_mean import neighbour_order
+from stgraph.geo import geodesic_km
+from stgraph.ops.neighbours import neighbour_order
 
 
 @dataclass

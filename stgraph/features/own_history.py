@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stgraph.models.baselines.persistence import observations_around
+from stgraph.ops.observed import observations_around
 
 
 def observed_or_nan(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

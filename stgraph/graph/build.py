@@ -13,8 +13,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import add_self_loops as pyg_add_self_loops
 
-from stgraph.data.station_data import StationData
-from stgraph.graph.geo import geodesic_km, km_to_chord, latlon_to_xyz
+from stgraph.geo import geodesic_km, km_to_chord, latlon_to_xyz
 from stgraph.graph.knn import knn, knn_graph, radius_graph, resolve_backend
 from stgraph.graph.weights import edge_weights, symmetrize
 
@@ -133,9 +132,14 @@ def bipartite_knn_graph(
     )
 
 
-def station_data_graph(data: StationData, k: int, *, stations: np.ndarray | None = None, **kwargs) -> Data:
+def station_data_graph(data, k: int, *, stations: np.ndarray | None = None, **kwargs) -> Data:
     """kNN graph over the nodes ``stations`` (indices into ``data``; default all). The result's
-    ``station_index`` maps graph nodes back to dataset nodes; only positions are read."""
+    ``station_index`` maps graph nodes back to dataset nodes.
+
+    Args:
+        data: a :class:`~stgraph.data.station_data.StationData` or anything with its ``latlon``
+            ((N, 2) degrees) and ``num_nodes``; only positions are read.
+    """
     idx = np.arange(data.num_nodes) if stations is None else np.asarray(stations, dtype=np.int64)
     g = station_knn_graph(data.latlon[idx], k, **kwargs)
     g.station_index = torch.as_tensor(idx)

@@ -158,7 +158,7 @@ def knn_graph(
     """kNN graph on one point set: every node receives edges from its ``k`` nearest nodes.
 
     Args:
-        pos: (N, D) points; for stations, unit-sphere xyz (:func:`~stgraph.graph.geo.latlon_to_xyz`).
+        pos: (N, D) points; for stations, unit-sphere xyz (:func:`~stgraph.geo.latlon_to_xyz`).
         k: neighbours per node, capped at N-1 (N with ``loop=True``).
         loop: count the node itself among its neighbours.
     Returns:

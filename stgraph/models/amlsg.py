@@ -1,12 +1,12 @@
 """AMLSG: hierarchical stacked generalisation on graph features, as a StationModel that fits.
 
-AMLSG (seed 003, ``docs/methods.md`` §3) reconstructs air quality with AutoGluon's multi-layer
+AMLSG (the Shanghai 2014-2025 air-quality inventory) reconstructs air quality with AutoGluon's multi-layer
 stack (a torch MLP and gradient-boosted trees, 5-fold bagging, a stacker on top). Here the stack is
 :mod:`stgraph.models.stacking` (LightGBM, a torch MLP, ridge; grouped out-of-fold predictions; a
 greedy-ensemble, ridge or LightGBM meta-learner) and its rows are :func:`stgraph.features.station_features`: for
 each (sample, step, output station, output channel) the k nearest *observed* visible stations'
 values, distances, bearings and lags, IDW and kNN estimates, calendar, coordinates, covariates, the
-station's own history where it has one and the protocol's co-located anchor channels. AMLSG's
+station's own history where it has one and the protocol's co-located channels. AMLSG's
 other two stages are engine protocols usable with every model (``split.backcast``,
 ``data.aggregate``; :mod:`stgraph.engine.tasks.protocols`).
 
@@ -74,22 +74,22 @@ import torch
 from stgraph.features import FeatureConfig, station_features
 from stgraph.models.anchors import anchor_prediction
 from stgraph.models.base import DataSizes, FitContext, GraphBatch, Prediction, StationModel
-from stgraph.models.stacking import Stack, StackConfig, fit_stack
+from stgraph.models.stacking import Stack, StackConfig, StackOptions, fit_stack
 
 MONTH_SIN, MONTH_COS = 4, 5  # columns of x_time (stgraph.data.encodings.CYCLIC_FEATURES)
 TOP_FEATURES = 25  # bars in feature_importance.png
 
 
 @dataclass
-class AMLSGParams:
+class AMLSGParams(StackOptions):
     """Hyperparameters (YAML ``model.hparams``).
 
+    Stack (:class:`~stgraph.models.stacking.StackOptions`, whose defaults these are): learners,
+    meta, meta_rows (default ``val``: the ensemble weights are chosen on the val stations' rows, see
+    the module docstring), meta_positive, meta_alpha, layers, n_folds, objective, the LightGBM, MLP
+    and ridge settings.
     Features (:class:`~stgraph.features.FeatureConfig`): k, lags, idw_power, own_history,
-    covariates, anchor (as ``co_located``: the protocol's anchor channels as features; the name
-    ``anchor`` is the package-wide residual-anchor hyperparameter, which this model does not have).
-    Stack (:class:`~stgraph.models.stacking.StackConfig`): learners, meta, meta_rows (default ``val``:
-    the ensemble weights are chosen on the val stations' rows, see the module docstring),
-    meta_positive, meta_alpha, layers, n_folds, objective, the LightGBM, MLP and ridge settings.
+    covariates, co_located (the protocol's co-located channels as features).
     Rows: max_rows, max_val_rows (per output channel). time_blocks: folds also blocked by
     calendar month. passthrough: feature names the meta-learner also sees: ``("auto",)`` the
     task's IDW estimate (``idw``; forecast ``idw_last``), ``()`` none; a name the features do not
@@ -103,28 +103,7 @@ class AMLSGParams:
     own_history: bool = True
     covariates: bool = True
     co_located: bool = True
-    learners: tuple[str, ...] = ("lgbm", "mlp", "ridge")
-    meta: str = "greedy"
-    meta_rows: str = "val"
-    meta_positive: bool = True
-    meta_alpha: float = 1.0
-    layers: int = 2
-    n_folds: int = 5
     time_blocks: bool = True
-    objective: str = "l1"
-    n_estimators: int = 400
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_child_samples: int = 40
-    early_stopping_rounds: int = 30
-    colsample: float = 0.8
-    mlp_hidden: tuple[int, ...] = (128, 64)
-    mlp_epochs: int = 20
-    mlp_batch_size: int = 1024
-    mlp_lr: float = 1e-3
-    mlp_weight_decay: float = 1e-4
-    mlp_patience: int = 3
-    ridge_alpha: float = 1.0
     max_rows: int = 200_000
     max_val_rows: int = 50_000
     passthrough: tuple[str, ...] = ("auto",)
@@ -142,12 +121,7 @@ class LGBMParams(AMLSGParams):
 
 # the stack options AMLSGParams passes through unchanged (seed, threads and passthrough are resolved
 # per fit; learners and mlp_hidden are normalised to tuples first)
-STACK_FIELDS = tuple(
-    f.name
-    for f in dataclasses.fields(StackConfig)
-    if f.name in {g.name for g in dataclasses.fields(AMLSGParams)}
-    and f.name not in ("learners", "mlp_hidden", "seed", "num_threads", "passthrough")
-)
+STACK_FIELDS = tuple(f.name for f in dataclasses.fields(StackOptions) if f.name not in ("learners", "mlp_hidden"))
 
 
 class RowSampler:
@@ -238,7 +212,7 @@ class AMLSG(StationModel):
         self.stack_cfg = StackConfig(
             learners=p.learners, mlp_hidden=p.mlp_hidden, **{f: getattr(p, f) for f in STACK_FIELDS}
         )  # validates the stack's options now, before any data is read
-        self.primary = "src" if sizes.task == "impute" else "tgt"  # the output the task scores
+        self.primary = "tgt" if sizes.has_targets else "src"  # the output the task scores
         self.stacks: list[Stack] | None = None
         self.columns: list[str] | None = None
 

@@ -24,66 +24,11 @@ from dataclasses import replace
 import torch
 
 from stgraph.models.base import DataSizes, GraphBatch, Prediction
-from stgraph.models.baselines.idw import last_observed, masked_idw
-from stgraph.models.baselines.knn_mean import knn_mean, neighbour_order
-from stgraph.models.baselines.persistence import observations_around
+from stgraph.ops.idw import masked_idw
+from stgraph.ops.lerp import lerp_knn
+from stgraph.ops.observed import last_observed
 
 ANCHORS = ("auto", "none", "last", "idw", "lerp-knn")
-
-
-def lerp_in_time(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear interpolation along time (dim 1) between the observations around each gap.
-
-    Args:
-        x, mask: (B, W, N, C).
-    Returns:
-        filled: (B, W, N, C): observed cells unchanged; a gap with observations on both sides is
-            interpolated linearly; one with an observation on one side only takes it (LOCF/NOCB);
-            a series with no observation is 0.
-        gap: (B, W, N, C) float: 0 at observed cells; the length of the run of missing steps a
-            cell belongs to when it is bounded on both sides; ``2 * distance - 1`` to the one
-            observed side otherwise (the gap is assumed to extend as far beyond the window);
-            ``inf`` where the series holds no observation.
-    """
-    steps, prev, nxt, fwd, bwd = observations_around(x, mask)
-    has_prev, has_next = prev >= 0, nxt < x.size(1)
-    both = has_prev & has_next
-    span = (nxt - prev).clamp_min(1).to(x.dtype)
-    frac = (steps - prev).to(x.dtype) / span
-    lerp = torch.where(both, fwd + (bwd - fwd) * frac, torch.where(has_prev, fwd, torch.where(has_next, bwd, 0.0)))
-    filled = torch.where(mask, x, lerp)
-    inf = torch.full_like(span, float("inf"))
-    one_side = torch.where(has_prev, (steps - prev).to(x.dtype), (nxt - steps).to(x.dtype)) * 2 - 1
-    gap = torch.where(both, span - 1, torch.where(has_prev | has_next, one_side, inf))
-    return filled, torch.where(mask, torch.zeros_like(gap), gap)
-
-
-def lerp_knn(x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, tau: float = 8.0, k: int = 3) -> torch.Tensor:
-    """The gap-weighted blend: ``w * lerp + (1 - w) * kNN mean``, ``w = exp(-(gap - 1) / tau)``.
-
-    Args:
-        x, mask: (B, W, N, C) values and mask of the stations whose missing cells are filled.
-        pos: (N, 2) their positions. tau: gap length scale in steps (tau -> 0: kNN only;
-            tau -> inf: linear interpolation only). k: stations in the kNN mean (each cell's
-            ``k`` nearest *other* stations observed at that step).
-    Returns:
-        (B, W, N, C): observed cells unchanged, missing cells blended (a side with no estimate
-        leaves the other; neither: 0).
-    """
-    filled, gap = lerp_in_time(x, mask)
-    xm = torch.where(mask, x, torch.zeros_like(x))
-    if pos.size(0) > 1:
-        order = neighbour_order(pos, pos, exclude_self=True).to(x.device)
-        spatial = knn_mean(xm, mask, order, k)
-        has_sp = mask[:, :, order].any(dim=3)
-    else:
-        spatial, has_sp = torch.zeros_like(x), torch.zeros_like(mask)
-    has_t = torch.isfinite(gap)
-    wt = torch.exp(-(gap.clamp_min(1.0) - 1.0) / max(tau, 1e-6)) if tau > 0 else (gap <= 1).to(x.dtype)
-    wt = torch.where(has_t, wt, torch.zeros_like(wt))
-    wt = torch.where(has_sp, wt, has_t.to(x.dtype))
-    blend = wt * torch.where(has_t, filled, torch.zeros_like(filled)) + (1 - wt) * spatial
-    return torch.where(mask, x, blend)
 
 
 def keep_observed(pred: Prediction, batch: GraphBatch, sizes: DataSizes) -> Prediction:
@@ -110,13 +55,12 @@ def keep_observed(pred: Prediction, batch: GraphBatch, sizes: DataSizes) -> Pred
     return replace(pred, src=torch.where(m, x, pred.src))
 
 
-def resolve_anchor(kind: str, task: str) -> str:
-    """The anchor a model uses: ``auto`` picks the task's (``last``, ``idw`` or ``lerp-knn``)."""
+def resolve_anchor(kind: str, sizes: DataSizes) -> str:
+    """The anchor a model uses: ``auto`` picks the task's (``last``, ``idw`` or ``lerp-knn``:
+    :attr:`~stgraph.data.batch.TaskTraits.default_anchor`)."""
     if kind not in ANCHORS:
         raise ValueError(f"anchor must be one of {ANCHORS}, got {kind!r}")
-    if kind != "auto":
-        return kind
-    return {"forecast": "last", "krige": "idw", "impute": "lerp-knn", "reconstruct": "lerp-knn"}[task]
+    return sizes.default_anchor if kind == "auto" else kind
 
 
 def anchor_prediction(
@@ -145,7 +89,7 @@ def anchor_prediction(
     x = torch.where(m, x, torch.zeros_like(x))
     b, _, n_src, c = x.shape
     n_tgt, h = batch.pos_tgt.size(0), sizes.horizon
-    kind = resolve_anchor(kind, sizes.task)
+    kind = resolve_anchor(kind, sizes)
     if kind == "none":
         return Prediction(x.new_zeros(b, h, n_src, c), x.new_zeros(b, h, n_tgt, c))
     if not sizes.aligned:  # forecast: persist the last observations, targets by masked IDW
@@ -161,7 +105,7 @@ def anchor_prediction(
         tgt, _ = masked_idw(value.unsqueeze(1), has.unsqueeze(1), batch.pos_src, batch.pos_tgt, power)
         return Prediction(src, tgt.expand(-1, h, -1, -1))
     tgt, _ = masked_idw(x, m, batch.pos_src, batch.pos_tgt, power)
-    if kind == "idw" and sizes.task == "krige":
+    if kind == "idw" and not sizes.scores_visible_cells:  # krige: visible gaps by IDW of the others
         src, _ = masked_idw(x, m, batch.pos_src, batch.pos_src, power, exclude_self=True)
         return Prediction(torch.where(m, x, src), tgt)
     return Prediction(lerp_knn(x, m, batch.pos_src, tau, k), tgt)

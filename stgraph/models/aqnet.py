@@ -45,11 +45,12 @@ import torch
 from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
-from stgraph.models.anchors import anchor_prediction, keep_observed, lerp_in_time, resolve_anchor
+from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.readout import idw_readout
 from stgraph.nn.encoder import LSTMAttentionEncoder
 from stgraph.nn.neural_knn import NeuralKNNInterpolation
+from stgraph.ops.lerp import lerp_in_time
 
 
 @dataclass
@@ -95,7 +96,7 @@ class _AQNetBase(StationModel):
     def __init__(self, sizes: DataSizes, params: AQNetParams):
         super().__init__(sizes)
         self.params = params
-        self.anchor_kind = resolve_anchor(params.anchor, sizes.task)
+        self.anchor_kind = resolve_anchor(params.anchor, sizes)
         self.anchored = self.anchor_kind != "none"
         self.encoder = LSTMAttentionEncoder(
             sizes.in_channels,

@@ -9,83 +9,13 @@ hidden val/test stations. Values are standardised (the engine's scaler); predict
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-
-@dataclass
-class GraphBatch:
-    """One batch of model inputs.
-
-    Attributes:
-        x: (B, W, N_src, C_in) standardised inputs of the visible stations; 0 where unobserved.
-        x_mask: (B, W, N_src, C_in) bool, True where observed.
-        x_time: (B, W, 6) cyclic encodings of the input steps (see ``stgraph.data.encodings``).
-        y_time: (B, H, 6) cyclic encodings of the output steps (for ``krige``, equal to x_time).
-        pos_src: (N_src, 2) latitude/longitude in degrees of the visible stations.
-        pos_tgt: (N_tgt, 2) latitude/longitude of the target stations (N_tgt may be 0).
-        static_src: (N_src, S) static covariates or None; static_tgt: (N_tgt, S) or None.
-        y_src: (B, H, N_src, C_out) standardised truth of the visible stations' outputs, or None.
-            Set by the trainer only (teacher forcing, e.g. DCRNN's scheduled sampling); never at
-            evaluation, and never for target stations.
-        y_src_mask: (B, H, N_src, C_out) bool, True where ``y_src`` is observed.
-        anchor_tgt: (B, W, N_tgt, C_a) standardised values of the protocol's anchor channels
-            (``data.anchor_channels``: co-located pollutants the protocol declares observed at the
-            target stations, AMLSG's hybrid stage) at the target stations over the input steps, 0
-            where unobserved; None when the protocol has no anchor. Never a target channel.
-        anchor_tgt_mask: (B, W, N_tgt, C_a) bool, True where ``anchor_tgt`` is observed.
-        aggregate: (B, W, C_out) standardised mean of the target channels over the observed
-            stations of the batch's universe (visible + targets) at each input step
-            (``data.aggregate: mean``, AMLSG's downscaling: the city-level series is known), 0
-            where none is observed; None otherwise. By design this is the one way the targets'
-            values reach the model under that protocol.
-        aggregate_mask: (B, W, C_out) bool, True where ``aggregate`` averages at least one station.
-    """
-
-    x: torch.Tensor
-    x_mask: torch.Tensor
-    x_time: torch.Tensor
-    y_time: torch.Tensor
-    pos_src: torch.Tensor
-    pos_tgt: torch.Tensor
-    static_src: torch.Tensor | None = None
-    static_tgt: torch.Tensor | None = None
-    y_src: torch.Tensor | None = None
-    y_src_mask: torch.Tensor | None = None
-    anchor_tgt: torch.Tensor | None = None
-    anchor_tgt_mask: torch.Tensor | None = None
-    aggregate: torch.Tensor | None = None
-    aggregate_mask: torch.Tensor | None = None
-
-
-@dataclass
-class Prediction:
-    """src: (B, H, N_src, C_out) at the visible stations; tgt: (B, H, N_tgt, C_out) at the targets.
-
-    For the aligned tasks (``krige``, ``impute``: outputs at the input steps) ``src`` is the
-    completed series of the visible stations: a genuine estimate wherever the input was unobserved
-    (models may echo the input where it was observed). ``impute`` scores ``src`` at held-out cells.
-    """
-
-    src: torch.Tensor
-    tgt: torch.Tensor
-    aux: list[Prediction] = field(default_factory=list)
-    """Further estimates of the same outputs that training also scores (e.g. GRIN's per-direction
-    and first-stage imputations): the trainer adds each one's loss, same mask, weight 1."""
-    samples_src: torch.Tensor | None = None
-    """(S, B, H, N_src, C_out) standardised samples at the visible stations, or None."""
-    samples_tgt: torch.Tensor | None = None
-    """(S, B, H, N_tgt, C_out) standardised samples at the targets, or None. A probabilistic model
-    returns S samples of both outputs (at least of the one its task scores) and makes ``src`` /
-    ``tgt`` their median; evaluation then adds CRPS, the 90 % interval's coverage and the 5/50/95 %
-    quantiles (:mod:`stgraph.engine.evaluate`). Point models leave both None."""
-    std_tgt: torch.Tensor | None = None
-    """(B, H, N_tgt, C_out) standardised predictive standard deviation at the targets, from models
-    with a Gaussian posterior (``gp``) when asked (``StationModel.predict_std = True``, as
-    ``stgraph reanalyse`` does), else None."""
+from stgraph.data.batch import TASKS, DataSizes, GraphBatch, Prediction
 
 
 @dataclass
@@ -123,44 +53,6 @@ class FitContext:
     batch_size: int = 32
     lr: float = 1e-3
     restore_dir: Path | None = None
-
-
-TASKS = ("forecast", "krige", "impute", "reconstruct")
-
-
-@dataclass(frozen=True)
-class DataSizes:
-    """Sizes a model takes from the data (injected by the engine, never written in YAML).
-
-    Attributes:
-        in_channels: C_in, input channels per station and step.
-        out_channels: C_out, predicted channels.
-        target_channels: for each output channel, its index among the input channels.
-        window: W, input steps; horizon: H, output steps (H = W for the aligned tasks).
-        num_static: S, static covariates per station (0 if none).
-        task: ``forecast`` (outputs follow the input window), ``krige``, ``impute`` or
-            ``reconstruct`` (outputs at the input steps). Never inferred from H == W: a 24 h -> 24 h
-            forecast is not kriging.
-    """
-
-    in_channels: int
-    out_channels: int
-    target_channels: tuple[int, ...]
-    window: int
-    horizon: int
-    num_static: int = 0
-    task: str = "forecast"
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"DataSizes.task must be one of {TASKS}, got {self.task!r}")
-        if self.aligned and self.horizon != self.window:
-            raise ValueError(f"task '{self.task}' outputs the input steps: horizon must equal window ({self.window})")
-
-    @property
-    def aligned(self) -> bool:
-        """True for ``krige``, ``impute`` and ``reconstruct``: outputs at the input steps."""
-        return self.task != "forecast"
 
 
 class StationModel(nn.Module):

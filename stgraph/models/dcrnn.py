@@ -128,7 +128,7 @@ class DCRNN(StationModel):
         self.auto_curriculum = p.cl_decay_steps in (None, "auto")
         if not self.auto_curriculum and (isinstance(p.cl_decay_steps, (str, bool)) or not p.cl_decay_steps >= 1):
             raise ValueError(f"DCRNN: cl_decay_steps must be 'auto', None or >= 1, got {p.cl_decay_steps!r}")
-        self.anchored = resolve_anchor(p.anchor, sizes.task) != "none"
+        self.anchored = resolve_anchor(p.anchor, sizes) != "none"
         if p.max_diffusion_step < 0:
             raise ValueError(f"DCRNN: max_diffusion_step must be >= 0, got {p.max_diffusion_step}")
         hid, c_out, nt = p.hidden_channels, sizes.out_channels, len(CYCLIC_FEATURES)
@@ -207,7 +207,7 @@ class DCRNN(StationModel):
             bwd, _ = self._encode(self.encoder_bwd, seq.flip(1), sup, None if observed is None else observed.flip(1))
             y = self.readout(self.drop(torch.cat([fwd, bwd.flip(1)], dim=-1)))  # (N, W, B, C_out)
             pred = split_outputs(base + y.permute(2, 1, 0, 3), n_src)
-            anchored = resolve_anchor(p.anchor, self.sizes.task) != "none"
+            anchored = resolve_anchor(p.anchor, self.sizes) != "none"
             return keep_observed(pred, batch, self.sizes) if anchored and p.keep_observed else pred
 
         _, states = self._encode(self.encoder, seq, sup, observed)

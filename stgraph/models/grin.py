@@ -91,7 +91,7 @@ class GRIN(StationModel):
                 raise ValueError(f"GRIN: {name} must be >= 1, got {getattr(p, name)}")
         if p.kernel_size < 0:
             raise ValueError(f"GRIN: kernel_size must be >= 0, got {p.kernel_size}")
-        self.anchored = resolve_anchor(p.anchor, sizes.task) != "none"
+        self.anchored = resolve_anchor(p.anchor, sizes) != "none"
         c_in, c_out, hid = sizes.in_channels, sizes.out_channels, p.hidden_channels
         self.targets = list(sizes.target_channels)
         self.covariates = [c for c in range(c_in) if c not in self.targets]

@@ -115,7 +115,7 @@ class IGNNK(StationModel):
             raise ValueError(f"IGNNK: order must be >= 0, got {p.order}")
         if p.inputs not in INPUTS:
             raise ValueError(f"IGNNK: inputs must be one of {INPUTS}, got {p.inputs!r}")
-        self.anchored = resolve_anchor(p.anchor, sizes.task) != "none"
+        self.anchored = resolve_anchor(p.anchor, sizes) != "none"
         per_step = sizes.out_channels if p.inputs == "target" else 2 * sizes.in_channels
         hid = p.hidden_channels
         self.gnn1 = DiffusionConv(sizes.window * per_step, hid, p.order, "chebyshev")

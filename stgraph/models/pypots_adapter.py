@@ -42,7 +42,7 @@ import torch
 
 from stgraph.models.anchors import anchor_prediction
 from stgraph.models.base import DataSizes, FitContext, GraphBatch, Prediction, StationModel
-from stgraph.models.diffrecon import canonical_order
+from stgraph.ops.neighbours import canonical_order
 
 SAVED = "pypots_model.pypots"
 
@@ -70,7 +70,7 @@ def _pypots_class(name: str):
 def _window_arrays(batch: GraphBatch, terms, channel: int) -> np.ndarray:
     """(B, W, N) float32 of the target channel at every station of the batch (visible, and the
     training stations a training batch hides as targets), in
-    :func:`~stgraph.models.diffrecon.canonical_order`; the task's hidden cells and stations put back
+    :func:`~stgraph.ops.neighbours.canonical_order`; the task's hidden cells and stations put back
     from the loss terms (their truth); NaN where nothing is observed."""
     x = torch.where(batch.x_mask[..., channel], batch.x[..., channel], torch.nan)
     tgt = x.new_full((*x.shape[:2], batch.pos_tgt.size(0)), torch.nan)
@@ -187,7 +187,7 @@ class PyPOTSImputer(StationModel):
 
     def _targets(self, batch: GraphBatch, src: torch.Tensor, samples: torch.Tensor | None):
         """Hidden stations: masked IDW (p = 2) of the imputed visible series (not PyPOTS's)."""
-        from stgraph.models.baselines.idw import masked_idw
+        from stgraph.ops.idw import masked_idw
 
         if batch.pos_tgt.size(0) == 0:
             empty = src.new_zeros(*src.shape[:2], 0, 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from stgraph.models.base import GraphBatch, Prediction
-from stgraph.models.baselines.idw import idw_weights
+from stgraph.ops.idw import idw_weights
 
 
 def idw_readout(

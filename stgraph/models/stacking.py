@@ -1,7 +1,7 @@
 """Stacked generalisation on plain arrays: base learners, grouped out-of-fold predictions, a meta-learner.
 
-The tabular core of :mod:`stgraph.models.amlsg` (AMLSG, seed 003: AutoGluon's multi-layer stack
-of a torch MLP and gradient-boosted trees with 5-fold bagging), written with real dependencies
+The tabular core of :mod:`stgraph.models.amlsg` (AMLSG: AutoGluon's multi-layer stack of
+a torch MLP and gradient-boosted trees with 5-fold bagging), written with real dependencies
 (LightGBM, scikit-learn, torch) instead of AutoGluon, and independent of stations and graphs:
 rows ``X`` (n, F) float32 with NaN where a feature is undefined, targets ``y`` (n,), a group per
 row (the station) and optionally a time block per row.
@@ -62,8 +62,10 @@ OPTIONAL = {"xgboost": "xgboost", "catboost": "catboost"}  # learner name -> pip
 
 
 @dataclass
-class StackConfig:
-    """Hyperparameters of the stack (all learners; a learner reads only its own).
+class StackOptions:
+    """The stack's hyperparameters, with their defaults: the one source of them for the stack
+    (:class:`StackConfig`) and for AMLSG (:class:`~stgraph.models.amlsg.AMLSGParams`, which adds
+    its features and row caps). A learner reads only its own.
 
     Attributes:
         learners: base learners, names in :data:`LEARNERS`.
@@ -78,9 +80,6 @@ class StackConfig:
         n_folds: K of the grouped out-of-fold predictions (at most the number of groups).
         objective: ``l1`` or ``l2`` loss of LightGBM, XGBoost, CatBoost and the MLP. Early stopping
             always watches the validation MAE (the benchmark's metric).
-        seed: base seed; each learner and fold derives its own.
-        num_threads: threads of LightGBM/XGBoost/CatBoost (fixed, for determinism).
-        passthrough: indices of raw feature columns the meta-learner also sees.
         n_estimators, learning_rate, num_leaves, min_child_samples, early_stopping_rounds,
             colsample: LightGBM (and, where they apply, XGBoost/CatBoost) trees.
         mlp_hidden, mlp_epochs, mlp_batch_size, mlp_lr, mlp_weight_decay, mlp_patience: the MLP.
@@ -89,28 +88,40 @@ class StackConfig:
 
     learners: tuple[str, ...] = ("lgbm", "mlp", "ridge")
     meta: str = "greedy"
-    meta_rows: str = "oof"
+    meta_rows: str = "val"
     meta_positive: bool = True
     meta_alpha: float = 1.0
     layers: int = 2
     n_folds: int = 5
-    objective: str = "l2"
-    seed: int = 0
-    num_threads: int = 1
-    passthrough: tuple[int, ...] = ()
-    n_estimators: int = 500
+    objective: str = "l1"
+    n_estimators: int = 400
     learning_rate: float = 0.05
     num_leaves: int = 31
-    min_child_samples: int = 20
-    early_stopping_rounds: int = 50
-    colsample: float = 1.0
+    min_child_samples: int = 40
+    early_stopping_rounds: int = 30
+    colsample: float = 0.8
     mlp_hidden: tuple[int, ...] = (128, 64)
-    mlp_epochs: int = 30
+    mlp_epochs: int = 20
     mlp_batch_size: int = 1024
     mlp_lr: float = 1e-3
     mlp_weight_decay: float = 1e-4
-    mlp_patience: int = 4
+    mlp_patience: int = 3
     ridge_alpha: float = 1.0
+
+
+@dataclass
+class StackConfig(StackOptions):
+    """:class:`StackOptions` plus what one fit resolves.
+
+    Attributes:
+        seed: base seed; each learner and fold derives its own.
+        num_threads: threads of LightGBM/XGBoost/CatBoost (fixed, for determinism).
+        passthrough: indices of raw feature columns the meta-learner also sees.
+    """
+
+    seed: int = 0
+    num_threads: int = 1
+    passthrough: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.learners:

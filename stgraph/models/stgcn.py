@@ -196,7 +196,7 @@ class STGCN(StationModel):
                 raise ValueError(f"STGCN: {name} must be >= 1, got {getattr(p, name)}")
         if not 0.0 <= p.dropout < 1.0:
             raise ValueError(f"STGCN: dropout must be in [0, 1), got {p.dropout}")
-        self.anchor = resolve_anchor(p.anchor, sizes.task)
+        self.anchor = resolve_anchor(p.anchor, sizes)
         self.aligned = same = sizes.aligned
         c_anchor = sizes.out_channels if p.anchor_input else 0
         c_in = 2 * sizes.in_channels + c_anchor + len(CYCLIC_FEATURES)

@@ -30,7 +30,7 @@ Laplacian, PriSTI's MPNN on its geographic adjacency)::
 Deviations, named: a window with one step or one station skips the corresponding transformer (as
 CSDI does); PriSTI's conditional feature is its own extraction module over the linearly
 interpolated series, here it is whatever the caller gives as side information (DiffRecon's
-encoding of the conditions and their interpolation, :class:`~stgraph.models.diffrecon_denoisers.CSDICoarseDenoiser`);
+encoding of the conditions and their interpolation, :class:`~stgraph.models.diffrecon.coarse.CSDICoarseDenoiser`);
 PriSTI's MPNN is a 2-term Chebyshev convolution here; the transformer layers are
 :class:`~stgraph.nn.fast_dropout.PostNormTransformerLayer` (PyTorch's encoder layer, the same
 function in eval mode, whose dropout draws a quarter of the random numbers and rounds p to

@@ -1,4 +1,4 @@
-"""Exchange between fine nodes: DiffRecon stage 2's intra-map step (seed 002 §IV-C, the fine U-Net).
+"""Exchange between fine nodes: DiffRecon stage 2's intra-map step (Sun et al. §IV-C, the fine U-Net).
 
 Stage 2's per-node head sees each fine node alone; fixed fine-scale structure (a ridge, a coast, a
 street canyon between two hidden stations) needs the fine nodes to see each other. The paper's fine

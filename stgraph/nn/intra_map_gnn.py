@@ -1,8 +1,8 @@
-"""Intra-map encoder on a station graph: DiffRecon's U-Net encoder (seed 002 §IV-B) as a graph U-Net.
+"""Intra-map encoder on a station graph: DiffRecon's U-Net encoder (Sun et al. §IV-B) as a graph U-Net.
 
 The paper extracts intra-map features of each map with the encoder of a U-Net (eq. 11). Stations
-are not on a lattice, so here (``docs/methods.md`` §2: "the U-Net intra-map encoder becomes a
-multi-scale GNN over the station graph") each time step's map is encoded by stacked residual
+are not on a lattice, so here the U-Net intra-map encoder becomes a multi-scale GNN over the
+station graph: each time step's map is encoded by stacked residual
 Chebyshev graph convolutions (:class:`stgraph.nn.cheb_conv.ChebConv`) over the symmetric station
 kNN graph with Gaussian edge weights, batched over (B, T) through one shared sparse Laplacian.
 

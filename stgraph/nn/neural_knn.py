@@ -31,7 +31,7 @@ from torch import nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
-from stgraph.graph.geo import EARTH_RADIUS_KM
+from stgraph.geo import EARTH_RADIUS_KM
 from stgraph.graph.knn import knn
 
 

@@ -1,4 +1,4 @@
-"""ST-PointFormer: attention over the observed (time, node) points of a window (DiffRecon, seed 002 §IV-C).
+"""ST-PointFormer: attention over the observed (time, node) points of a window (DiffRecon, Sun et al. §IV-C).
 
 Every observed spatiotemporal point (t, n) is embedded as the paper's eq. 14,
 

@@ -1,4 +1,4 @@
-"""T-PatternNet: TimesNet blocks over each node's series (DiffRecon, seed 002 §IV-D; Wu et al., ICLR 2023).
+"""T-PatternNet: TimesNet blocks over each node's series (DiffRecon, Sun et al. §IV-D; Wu et al., ICLR 2023).
 
 Each block (TimesNet's ``TimesBlock``):
 

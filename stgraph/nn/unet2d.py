@@ -1,4 +1,4 @@
-"""A small 2-D U-Net for maps on a regular I × J lattice: DiffRecon's intra-map encoder on grids (seed 002 §IV-B).
+"""A small 2-D U-Net for maps on a regular I × J lattice: DiffRecon's intra-map encoder on grids (Sun et al. §IV-B).
 
 Two downsampling and two upsampling levels with skip connections; every stage is a residual block
 (GroupNorm -> SiLU -> 3×3 conv, twice). Downsampling is a stride-2 3×3 convolution (ceil(I/2) ×

@@ -1,6 +1,6 @@
 """Estimates of a run's target channels at new places, chunk by chunk, in original units.
 
-A run folder (:mod:`stgraph.engine.runs`) is rebuilt from its own config and best checkpoint (or
+A run folder (:mod:`stgraph.engine.run_folder`) is rebuilt from its own config and best checkpoint (or
 its fit, for fitted models; nothing, for parameter-free ones). Its visible stations (the train
 role by default; ``stations="all"`` also uses the val/test stations as inputs — a delivered
 reanalysis should use every station, a scored one must not) are the inputs; every grid cell or
@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stgraph.data.batch import KINDS
 from stgraph.data.windows import WindowDataset
 from stgraph.engine.config import load_config
 from stgraph.engine.experiment import Experiment
-from stgraph.engine.run import restore_run
-from stgraph.engine.runs import RunDir
+from stgraph.engine.run import load_trained
+from stgraph.engine.run_folder import RunDir
+from stgraph.engine.tasks import TASK_CLASSES, task_class
 from stgraph.models.base import GraphBatch, StationModel
-
-ALIGNED = ("krige", "reconstruct", "impute")
 
 
 @dataclass
@@ -117,19 +117,18 @@ def load_reanalysis_run(run_dir: str | Path, *, stations: str = "train") -> Rean
     if not run.path.is_dir() or not run.config_path.exists():
         raise FileNotFoundError(f"{run.path}: not a run folder (no config.yaml); give a folder `stgraph train` wrote")
     cfg = load_config(run.config_path)
-    if cfg.data.task not in ALIGNED:
+    if not KINDS[task_class(cfg.data.task).kind].aligned:
+        aligned = sorted(name for name, cls in TASK_CLASSES.items() if KINDS[cls.kind].aligned)
         raise ValueError(
             f"{run.path}: a '{cfg.data.task}' run estimates after its input window; reanalyse needs a run of "
-            f"task {', '.join(ALIGNED)} (estimates over the window itself)"
+            f"task {', '.join(aligned)} (estimates over the window itself)"
         )
-    if cfg.data.anchor_channels or cfg.data.aggregate != "none":
+    if cfg.data.colocated_channels or cfg.data.aggregate != "none":
         raise ValueError(f"{run.path}: runs under the anchor or aggregate protocols need values at the targets")
     if stations not in ("train", "all"):
         raise ValueError(f"stations must be 'train' (the run's visible stations) or 'all', got {stations!r}")
-    run, exp, model = restore_run(run.path)
+    run, exp, model = load_trained(run.path)
     model.eval()
     model.predict_std = True
-    if stations not in ("train", "all"):
-        raise ValueError(f"stations must be 'train' (the run's visible stations) or 'all', got {stations!r}")
     visible = exp.split.indices(exp.data, "train") if stations == "train" else np.arange(exp.data.num_nodes)
     return ReanalysisRun(run=run, exp=exp, model=model, visible=np.sort(visible), role=stations)

@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from stgraph.data.grid import GridSpec
-from stgraph.graph.geo import EARTH_RADIUS_KM, latlon_to_xyz
+from stgraph.geo import EARTH_RADIUS_KM, latlon_to_xyz
 from stgraph.graph.knn import knn
 from stgraph.reanalysis.estimate import ReanalysisRun
 from stgraph.reanalysis.size import check_size, plan_size

@@ -20,7 +20,7 @@ def aqnet_attention(run_dir: str | Path, out: str | Path, *, window_start: str |
     """Render the attention and the neural-kNN edges of a trained AQ-Net run for the test window
     starting at ``window_start`` (default: the test period's first window)."""
     from stgraph.engine.config import load_config
-    from stgraph.engine.runs import RunDir
+    from stgraph.engine.run_folder import RunDir
     from stgraph.models.aqnet import _AQNetBase
     from stgraph.reanalysis.estimate import load_reanalysis_run
 

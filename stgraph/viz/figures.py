@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from stgraph.graph.geo import geodesic_km  # noqa: E402
+from stgraph.geo import geodesic_km  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -88,7 +88,7 @@ def reanalysis_map(nc: str | Path, out: str | Path, *, time: str | None = None, 
 
 def station_series(run_dir: str | Path, station: str, out: str | Path, *, start=None, end=None) -> Path:
     """Truth, estimate and (sampling models) the 5-95 % band of a hidden station of a run."""
-    from stgraph.engine.runs import RunDir
+    from stgraph.engine.run_folder import RunDir
 
     run = RunDir(run_dir)
     preds = dict(np.load(_need(run.predictions_path, "the run's predictions: finish it with `stgraph train`")))

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-import stgraph.bench.runner as runner
+import stgraph.bench.execute as runner
 from stgraph.bench import load_suite, run_suite, write_leaderboard
 from stgraph.bench.suite import suite_from_dict
 from stgraph.cli import main
@@ -154,7 +154,7 @@ def test_cli_benchmark_prints_leaderboard_and_map(tmp_path, capsys):
 
 
 def test_a_changed_suite_does_not_mix_configurations(tmp_path):
-    from stgraph.bench.runner import SuiteChangedError
+    from stgraph.bench.execute import SuiteChangedError
 
     suite = small_suite(folds=[0], models={"idw": {}})
     run_suite(suite, tmp_path, workers=0)
@@ -165,7 +165,7 @@ def test_a_changed_suite_does_not_mix_configurations(tmp_path):
 
 def test_two_invocations_on_one_out_share_the_work(tmp_path):
     """A run locked by another process is skipped, one finished meanwhile is not redone."""
-    from stgraph.bench.runner import execute, run_lock, run_root
+    from stgraph.bench.execute import execute, run_lock, run_root
 
     suite = small_suite(folds=[0], models={"idw": {}})
     first, second = suite.runs

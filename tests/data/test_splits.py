@@ -14,7 +14,7 @@ from stgraph.data import (
     save_split,
     spatial_block_split,
 )
-from stgraph.graph import latlon_to_xyz
+from stgraph.geo import latlon_to_xyz
 
 
 def roles_cover(split, ids):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from stgraph.datasets.synthetic_field import field_covariance, gaussian_random_field, uniform_stations
-from stgraph.graph.geo import haversine_km
+from stgraph.geo import haversine_km
 
 
 def test_uniform_stations_inside_bbox_and_seeded():

@@ -8,7 +8,7 @@ import torch
 from stgraph.engine.config import config_from_dict, config_to_dict
 from stgraph.engine.evaluate import predict
 from stgraph.engine.run import build_experiment
-from stgraph.engine.runs import RunDir
+from stgraph.engine.run_folder import RunDir
 from stgraph.engine.tasks.base import subgraph_columns
 from stgraph.engine.trainer import train_model, validate
 from stgraph.models import MODELS, get_model_class

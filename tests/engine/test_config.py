@@ -94,7 +94,7 @@ def test_unknown_key_names_file_and_dotted_key(tmp_path):
         ("train:\n  lr: fast\n", "train.lr", "expected float"),
         ("data:\n  eval_steps: [6, x]\n", "data.eval_steps[1]", "expected int"),
         ("data:\n  target_channels: PM2.5\n", "data.target_channels", "expected list of str"),
-        ("data:\n  task: classify\n", "data.task", "one of 'forecast', 'krige'"),
+        ("data:\n  task: classify\n", "data.task", "expected one of ['forecast', 'impute', 'krige'"),
         ("split:\n  method: kfolds\n", "split.method", "one of 'kfold'"),
         ("data: [1]\n", "data", "expected a mapping"),
         ("model:\n  hparams: 3\n", "model.hparams", "expected a mapping"),
@@ -158,7 +158,7 @@ def test_override_errors(tmp_path):
 @pytest.mark.parametrize(
     "d, match",
     [
-        ({"data": {"task": "krige", "scaler": "station"}}, "data.scaler: 'station' needs data.task 'impute'"),
+        ({"data": {"task": "krige", "scaler": "station"}}, "data.scaler: 'station' needs a task without target stations"),
         ({"split": {"val_months": [2]}}, "split.val_months needs split.test_months"),
         ({"split": {"test_months": [3], "val_months": [3, 4]}}, r"share months \[3\]"),
         ({"split": {"test_months": [3], "val_months": [13]}}, r"split.val_months: months are 1-12, got \[13\]"),

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from stgraph.engine.config import config_from_dict, save_config
 from stgraph.engine.run import build_experiment
-from stgraph.engine.runs import RunDir
+from stgraph.engine.run_folder import RunDir
 from stgraph.engine.trainer import train_model
 from stgraph.testing import synthetic_stations
 

@@ -12,7 +12,7 @@ from stgraph.data.grid import coarse_fine_network, grid_to_stations
 from stgraph.engine.config import config_from_dict
 from stgraph.engine.evaluate import predict
 from stgraph.engine.run import build_experiment, run_experiment
-from stgraph.engine.runs import RunDir
+from stgraph.engine.run_folder import RunDir
 from stgraph.engine.trainer import train_model
 
 
@@ -55,8 +55,8 @@ def test_roles_training_columns_and_what_is_scored():
     assert list(src) == list(range(16)) and list(tgt) == list(range(16, 80))
     assert list(exp.train.stations) == list(range(80))  # fine cells are training targets
     assert exp.pattern.removed.shape == (96, 16) and 0.3 < exp.pattern.removed.mean() < 0.5
-    assert exp.task_obj.name == "reconstruct" and exp.task_obj.protocol == "grid"
-    view = exp.task_obj.training_view(exp.train.windows[torch.arange(4)], exp.train.stations, exp.targets,
+    assert exp.task.name == "reconstruct" and exp.task.protocol == "grid"
+    view = exp.task.training_view(exp.train.windows[torch.arange(4)], exp.train.stations, exp.targets,
                                       exp.cfg.train, torch.Generator().manual_seed(0))  # fmt: skip
     assert len(view.src) == 16 and len(view.tgt) == 12 and set(view.nodes[view.tgt]) <= set(range(16, 80))
     assert not view.w.x_mask[:, :, torch.as_tensor(view.tgt)].any()  # fine cells are never inputs

@@ -14,7 +14,7 @@ from stgraph.data.windows import block_window_starts, first_cover_cut, window_st
 from stgraph.engine.config import config_from_dict
 from stgraph.engine.experiment import prepare_experiment
 from stgraph.engine.run import build_experiment, record_run, run_experiment
-from stgraph.engine.runs import RunDir
+from stgraph.engine.run_folder import RunDir
 from stgraph.engine.trainer import _lr_factor, stream_indices, train_model, training_budget, validate
 from stgraph.testing import synthetic_stations
 from tests.models.test_contract import TINY

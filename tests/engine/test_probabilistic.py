@@ -12,10 +12,11 @@ import torch
 
 from stgraph.engine.config import config_from_dict
 from stgraph.engine.experiment import prepare_experiment
-from stgraph.engine.probabilistic import crps_from_samples, interval_coverage, sample_quantiles
+from stgraph.engine.probabilistic import crps_from_samples, interval_coverage
 from stgraph.engine.run import run_experiment
 from stgraph.models import MODELS
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
+from stgraph.ops.quantiles import sample_quantiles
 from stgraph.testing import synthetic_stations
 
 properscoring = pytest.importorskip("properscoring")

@@ -1,6 +1,6 @@
 """AMLSG's three protocol options: each gives the model what it declares and nothing more.
 
-Hybrid anchor (``data.anchor_channels``), backcasting (``split.backcast``, ``split.periods``) and
+Hybrid anchor (``data.colocated_channels``), backcasting (``split.backcast``, ``split.periods``) and
 downscaling (``data.aggregate``). Every leak check poisons what must not be seen with 1e9 (and
 pretends it observed) and requires the batches to stay bit-identical; each has a twin check that
 the declared information does show up, so the tests can fail.
@@ -70,7 +70,7 @@ def eval_batches(exp, role):
 
 def training_batches(exp):
     """(batch, terms, view) of every training batch fit_context yields (the views recorded on the way)."""
-    task, views = exp.task_obj, []
+    task, views = exp.task, []
     original = task.training_view
 
     def recording(*args, **kwargs):
@@ -93,15 +93,15 @@ def role_nodes(exp, *roles):
 
 
 def test_anchor_training_batches_carry_the_anchor_and_never_the_targets_other_channels(data):
-    exp = prepare_experiment(cfg(data={"anchor_channels": ["x1"]}), data)
+    exp = prepare_experiment(cfg(data={"colocated_channels": ["x1"]}), data)
     batches = training_batches(exp)
     assert len(batches) == 3
     for batch, _, view in batches:
         tgt = torch.as_tensor(view.tgt)
-        assert batch.anchor_tgt.shape == (8, 12, len(view.tgt), 1) and len(view.tgt) > 0
+        assert batch.colocated_tgt.shape == (8, 12, len(view.tgt), 1) and len(view.tgt) > 0
         m = view.w.x_mask[:, :, tgt][..., [ANCHOR]]
-        assert torch.equal(batch.anchor_tgt_mask, m) and m.any()
-        assert torch.equal(batch.anchor_tgt, torch.where(m, view.w.x[:, :, tgt][..., [ANCHOR]], 0))
+        assert torch.equal(batch.colocated_tgt_mask, m) and m.any()
+        assert torch.equal(batch.colocated_tgt, torch.where(m, view.w.x[:, :, tgt][..., [ANCHOR]], 0))
         # poison everything of the hidden training stations but their anchor: the batch does not move
         x, xm = view.w.x.clone(), view.w.x_mask.clone()
         for c in (TARGET, OTHER):
@@ -111,11 +111,11 @@ def test_anchor_training_batches_carry_the_anchor_and_never_the_targets_other_ch
         # ... and the anchor channel itself does reach it
         x[:, :, tgt, ANCHOR], xm[:, :, tgt, ANCHOR] = 1e9, True
         moved = exp.batch(replace(view.w, x=x, x_mask=xm), view.src, view.tgt, view.nodes)
-        assert (moved.anchor_tgt == 1e9).all()
+        assert (moved.colocated_tgt == 1e9).all()
 
 
 def test_anchor_evaluation_batches_ignore_hidden_stations_target_channels(data):
-    c = cfg(data={"anchor_channels": ["x1"]})
+    c = cfg(data={"colocated_channels": ["x1"]})
     clean = prepare_experiment(c, data)
     hidden = role_nodes(clean, "val", "test")
     dirty = prepare_experiment(c, poisoned(data, hidden, [TARGET, OTHER]))
@@ -127,21 +127,21 @@ def test_anchor_evaluation_batches_ignore_hidden_stations_target_channels(data):
         _, tgt = clean.roles(role)
         w = inputs[torch.arange(min(32, len(inputs)))]
         m = w.x_mask[:, :, tgt][..., [ANCHOR]]
-        assert torch.equal(a[0].anchor_tgt_mask, m) and m.any()
-        assert torch.equal(a[0].anchor_tgt, torch.where(m, w.x[:, :, tgt][..., [ANCHOR]], 0))
+        assert torch.equal(a[0].colocated_tgt_mask, m) and m.any()
+        assert torch.equal(a[0].colocated_tgt, torch.where(m, w.x[:, :, tgt][..., [ANCHOR]], 0))
     # the test stations' anchor channel shows up when the test stations are scored, and only then
     anchored = prepare_experiment(c, poisoned(data, clean.split.indices(data, "test"), [ANCHOR]))
     (moved, *_), _ = eval_batches(anchored, "test")
-    assert (moved.anchor_tgt[moved.anchor_tgt_mask] > 1e6).all()
+    assert (moved.colocated_tgt[moved.colocated_tgt_mask] > 1e6).all()
     for x, y in zip(eval_batches(clean, "val")[0], eval_batches(anchored, "val")[0], strict=True):
         assert_same_batch(x, y)
 
 
 def test_sample_masking_keeps_the_anchor_at_hidden_stations(data):
-    c = cfg("forecast", data={"anchor_channels": ["x1"]}, train={"node_masking": "sample", "hide_fraction": 0.3})
+    c = cfg("forecast", data={"colocated_channels": ["x1"]}, train={"node_masking": "sample", "hide_fraction": 0.3})
     exp = prepare_experiment(c, data)
     w = exp.train.windows[torch.arange(8)]
-    view = exp.task_obj.training_view(w, exp.train.stations, exp.targets, c.train, torch.Generator().manual_seed(0))
+    view = exp.task.training_view(w, exp.train.stations, exp.targets, c.train, torch.Generator().manual_seed(0))
     hidden = ~view.w.x_mask[..., [TARGET, OTHER]].any(dim=(1, 3))  # (B, N): stations hidden in a sample
     assert hidden.any(1).all()
     keep = hidden[:, None, :].expand(-1, 12, -1)  # (B, W, N)
@@ -153,14 +153,14 @@ def test_sample_masking_keeps_the_anchor_at_hidden_stations(data):
 
 
 def test_anchor_config_errors(data):
-    with pytest.raises(ValueError, match=r"data.anchor_channels \['x2'\] must be input channels"):
-        prepare_experiment(cfg(data={"input_channels": ["x0", "x1"], "anchor_channels": ["x2"]}), data)
-    with pytest.raises(ValueError, match=r"data.anchor_channels \['x0'\] are target channels"):
-        prepare_experiment(cfg(data={"anchor_channels": ["x1", "x0"]}), data)
+    with pytest.raises(ValueError, match=r"data.colocated_channels \['x2'\] must be input channels"):
+        prepare_experiment(cfg(data={"input_channels": ["x0", "x1"], "colocated_channels": ["x2"]}), data)
+    with pytest.raises(ValueError, match=r"data.colocated_channels \['x0'\] are target channels"):
+        prepare_experiment(cfg(data={"colocated_channels": ["x1", "x0"]}), data)
     with pytest.raises(ValueError, match="more than once"):
-        prepare_experiment(cfg(data={"anchor_channels": ["x1", "x1"]}), data)
+        prepare_experiment(cfg(data={"colocated_channels": ["x1", "x1"]}), data)
     with pytest.raises(ValueError, match="mean nothing for task 'impute'"):
-        prepare_experiment(cfg("impute", data={"anchor_channels": ["x1"]}), data)
+        prepare_experiment(cfg("impute", data={"colocated_channels": ["x1"]}), data)
     with pytest.raises(ValueError, match="data.aggregate='mean' is a protocol of the station tasks"):
         prepare_experiment(cfg("impute", data={"aggregate": "mean"}), data)
     with pytest.raises(ConfigError, match="data.aggregate"):
@@ -284,7 +284,7 @@ def test_aggregate_counts_sample_masked_stations(data):
     c = cfg(data={"aggregate": "mean"}, train={"node_masking": "sample", "hide_fraction": 0.4})
     exp = prepare_experiment(c, data)
     w = exp.train.windows[torch.arange(8)]
-    view = exp.task_obj.training_view(w, exp.train.stations, exp.targets, c.train, torch.Generator().manual_seed(1))
+    view = exp.task.training_view(w, exp.train.stations, exp.targets, c.train, torch.Generator().manual_seed(1))
     batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
     y, m = w.x[..., [TARGET]], w.x_mask[..., [TARGET]]  # before the hidden stations were cleared
     torch.testing.assert_close(batch.aggregate, torch.where(m, y, 0).sum(2) / m.sum(2), rtol=1e-6, atol=1e-6)
@@ -327,7 +327,7 @@ def test_without_protocols_poisoned_hidden_stations_change_no_batch(data):
     dirty = prepare_experiment(c, poisoned(data, role_nodes(clean, "val", "test")))
     for (a, _, _), (b, _, _) in zip(training_batches(clean), training_batches(dirty), strict=True):
         assert_same_batch(a, b)
-        assert a.anchor_tgt is None and a.aggregate is None
+        assert a.colocated_tgt is None and a.aggregate is None
     for role in ("val", "test"):
         for a, b in zip(eval_batches(clean, role)[0], eval_batches(dirty, role)[0], strict=True):
             assert_same_batch(a, b)
@@ -337,7 +337,7 @@ def test_protocols_run_end_to_end(data, tmp_path):
     """A whole run with all three options: idw ignores the new fields and scores the backcast test period."""
     from stgraph.engine.run import run_experiment
 
-    c = cfg(data={"anchor_channels": ["x1"], "aggregate": "mean"}, split={"backcast": True, "time_test": 0.25})
+    c = cfg(data={"colocated_channels": ["x1"], "aggregate": "mean"}, split={"backcast": True, "time_test": 0.25})
     run, metrics = run_experiment(c, tmp_path, data=data, progress=False)
     assert metrics["test"]["hidden"]["overall"]["count"] > 0
     periods = run.read_json("split.json")["time"]
@@ -347,6 +347,6 @@ def test_protocols_run_end_to_end(data, tmp_path):
 def test_protocol_options_round_trip_through_yaml(tmp_path):
     from stgraph.engine.config import load_config, save_config
 
-    c = cfg(data={"anchor_channels": ["x1"], "aggregate": "mean"}, split={"periods": PERIODS})
+    c = cfg(data={"colocated_channels": ["x1"], "aggregate": "mean"}, split={"periods": PERIODS})
     again = load_config(save_config(c, tmp_path / "c.yaml"), ["split.backcast=false"])
     assert again == c and again.split.periods["test"] == ["2024-01-01", "2024-01-05"]

@@ -55,7 +55,7 @@ def training_views(exp, n_batches=3):
     windows = exp.train.windows
     out = []
     for idx in torch.arange(len(windows)).split(exp.cfg.train.batch_size)[:n_batches]:
-        out.append(exp.task_obj.training_view(windows[idx], exp.train.stations, exp.targets, exp.cfg.train, gen))
+        out.append(exp.task.training_view(windows[idx], exp.train.stations, exp.targets, exp.cfg.train, gen))
     return out
 
 

@@ -11,9 +11,9 @@ import torch
 
 from stgraph.engine.config import config_from_dict, save_config
 from stgraph.engine.run import evaluate_run, run_experiment
+from stgraph.engine.run_folder import RunDir, UnsafeCheckpointError, load_checkpoint
 from stgraph.engine.run_identity import RunIdentityError, StaleRunError
 from stgraph.engine.run_lock import RunLockedError, lock_path, run_lock
-from stgraph.engine.runs import RunDir, UnsafeCheckpointError, load_checkpoint
 from stgraph.engine.trainer import train_model
 from stgraph.testing import synthetic_stations
 
@@ -253,7 +253,7 @@ def test_a_re_added_dataset_makes_its_runs_stale(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock")
 def test_benchmark_and_train_share_the_lock(tmp_path):
-    from stgraph.bench.runner import execute, run_root
+    from stgraph.bench.execute import execute, run_root
     from tests.bench.test_bench import small_suite
 
     suite = small_suite(folds=[0], models={"idw": {}})

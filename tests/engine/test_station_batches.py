@@ -13,10 +13,10 @@ from stgraph.engine.evaluate import predict
 from stgraph.engine.experiment import prepare_experiment
 from stgraph.engine.fitting import fit_context, fit_model
 from stgraph.engine.run import build_experiment
-from stgraph.engine.runs import RunDir
+from stgraph.engine.run_folder import RunDir
 from stgraph.engine.station_batches import StationBatcher
 from stgraph.engine.trainer import train_model
-from stgraph.graph.geo import latlon_to_xyz
+from stgraph.geo import latlon_to_xyz
 from stgraph.testing import synthetic_stations
 from tests.models.test_contract import TINY
 
@@ -36,7 +36,7 @@ def cfg(task="krige", model="idw", data=None, **train):
 def views(exp, *, cut_first: bool, n_batches: int = 3, seed: int = 5):
     """The task's training views of the first batches, the subgraph drawn before the cut (the
     engine) or after it (the task's own draw on the full-width batch, as before)."""
-    gen, batcher, task = torch.Generator().manual_seed(seed), StationBatcher(exp), exp.task_obj
+    gen, batcher, task = torch.Generator().manual_seed(seed), StationBatcher(exp), exp.task
     windows, nodes, out = exp.train.windows, exp.train.stations, []
     for idx in torch.arange(n_batches * 4).split(4):
         w, n = batcher.cut(windows, idx, nodes, gen) if cut_first else (windows[idx], nodes)

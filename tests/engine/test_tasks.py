@@ -26,7 +26,7 @@ def test_sample_masking_hides_a_different_set_per_sample_and_never_gives_hidden_
     c = cfg("forecast", node_masking="sample", hide_fraction=0.3, subgraph_size=5)
     exp = prepare_experiment(c, data)
     w = exp.train.windows[torch.arange(8)]
-    view = exp.task_obj.training_view(w, exp.train.stations, exp.targets, c.train, torch.Generator().manual_seed(0))
+    view = exp.task.training_view(w, exp.train.stations, exp.targets, c.train, torch.Generator().manual_seed(0))
     assert len(view.nodes) == 5 and len(view.tgt) == 0 and len(view.src) == 5  # a 5-station subgraph
     hidden = ~view.w.x_mask.any(dim=(1, 3))  # (B, N): stations with no input in a sample
     assert (hidden.sum(1) == 2).all() and len({tuple(h.tolist()) for h in hidden}) > 1

@@ -8,7 +8,7 @@ import torch
 
 from stgraph.engine.config import config_from_dict
 from stgraph.engine.run import build_experiment, record_run, run_experiment
-from stgraph.engine.runs import RunDir
+from stgraph.engine.run_folder import RunDir
 from stgraph.engine.trainer import train_model
 from stgraph.models import MODELS, get_model_class
 from stgraph.testing import synthetic_stations
@@ -166,7 +166,8 @@ def test_training_records_its_learning_curve_and_whether_early_stopping_fired(tm
 
 
 def test_l1_is_the_default_loss_and_the_schedule_halves_on_plateau():
-    from stgraph.engine.trainer import LOSSES, _lr_factor, masked_l1
+    from stgraph.engine.trainer import _lr_factor
+    from stgraph.ops.losses import LOSSES, masked_l1
 
     cfg = tiny_cfg()
     assert cfg.train.loss == "l1" and LOSSES[cfg.train.loss] is masked_l1
@@ -184,7 +185,7 @@ def test_the_initial_model_is_kept_when_training_only_makes_it_worse(tmp_path, m
     import stgraph.engine.trainer as trainer_mod
     from stgraph.engine.config import config_from_dict
     from stgraph.engine.run import build_experiment
-    from stgraph.engine.runs import RunDir
+    from stgraph.engine.run_folder import RunDir
     from stgraph.testing import synthetic_stations
 
     cfg = config_from_dict(

@@ -49,8 +49,8 @@ def random_batch(task: str, *, seed: int = 0, b: int = 3, w: int = 8, h: int = 3
         static_tgt=torch.randn(n_tgt, 2, generator=g),
     )
     am = torch.rand(b, w, n_tgt, 2, generator=g) > 0.3
-    batch.anchor_tgt = torch.randn(b, w, n_tgt, 2, generator=g) * am
-    batch.anchor_tgt_mask = am
+    batch.colocated_tgt = torch.randn(b, w, n_tgt, 2, generator=g) * am
+    batch.colocated_tgt_mask = am
     sizes = DataSizes(
         in_channels=3, out_channels=1, target_channels=(1,), window=w, horizon=hh, num_static=2, task=task
     )
@@ -97,8 +97,8 @@ def test_shapes_and_names(task):
         else {"own_last", "own_age", "own_lag2", "own_cov2_last"}
     )
     assert own <= set(names_s) and not any(n.startswith("own") for n in names_t)
-    anchor = {"anchor0", "anchor1"} if sizes.aligned else {"anchor0_last", "anchor1_age", "anchor1_lag2"}
-    assert anchor <= set(names_t) and not any(n.startswith("anchor") for n in names_s)
+    anchor = {"colocated0", "colocated1"} if sizes.aligned else {"colocated0_last", "colocated1_age", "colocated1_lag2"}
+    assert anchor <= set(names_t) and not any(n.startswith("colocated") for n in names_s)
     # calendar and coordinates are the batch's
     same(tgt[..., 0, names_t.index("cal_month_cos")], batch.y_time[:, :, None, 5].expand(-1, -1, 2))
     same(src[0, 0, :, 0, names_s.index("lat")], batch.pos_src[:, 0])
@@ -111,9 +111,9 @@ def test_shapes_and_names(task):
     assert station_features(other, sizes, cfg, "src")[1] == names_s
     # without an anchor in the batch, exactly the anchor columns go
     bare = copy.copy(batch)
-    bare.anchor_tgt, bare.anchor_tgt_mask = None, None
+    bare.colocated_tgt, bare.colocated_tgt_mask = None, None
     _, names_bare = station_features(bare, sizes, cfg, "tgt")
-    assert names_bare == [n for n in names_t if not n.startswith("anchor")]
+    assert names_bare == [n for n in names_t if not n.startswith("colocated")]
 
 
 def test_switches_and_multiple_output_channels():
@@ -121,10 +121,10 @@ def test_switches_and_multiple_output_channels():
     sizes = DataSizes(
         in_channels=3, out_channels=2, target_channels=(2, 0), window=8, horizon=8, num_static=2, task="impute"
     )
-    off = FeatureConfig(k=2, lags=(1,), own_history=False, covariates=False, anchor=False)
+    off = FeatureConfig(k=2, lags=(1,), own_history=False, covariates=False, co_located=False)
     feats, names = station_features(batch, sizes, off, "src")
     assert feats.shape == (3, 8, 7, 2, len(names))
-    assert not any(n.startswith(("own", "cov", "anchor")) for n in names)
+    assert not any(n.startswith(("own", "cov", "colocated")) for n in names)
     assert station_features(batch, sizes, off, "tgt")[1] == names
     # each output channel takes its own input channel's neighbours
     full, full_names = station_features(batch, sizes, FeatureConfig(k=2, lags=(1,)), "tgt")
@@ -142,7 +142,7 @@ def test_switches_and_multiple_output_channels():
 
 def test_no_target_stations_and_a_single_visible_station():
     batch, sizes = random_batch("krige", n_tgt=0)
-    batch.anchor_tgt, batch.anchor_tgt_mask = None, None
+    batch.colocated_tgt, batch.colocated_tgt_mask = None, None
     feats, names = station_features(batch, sizes, FeatureConfig(k=2), "tgt")
     assert feats.shape == (3, 8, 0, 1, len(names))
     alone, _ = random_batch("impute", n_src=1)
@@ -259,18 +259,18 @@ def test_tiny_forecast_by_hand():
 
 def test_tiny_anchor_at_the_target():
     batch, sizes = tiny("krige")
-    batch.anchor_tgt = torch.tensor([5.0, 6.0, 7.0, 8.0]).view(1, 4, 1, 1)
-    batch.anchor_tgt_mask = torch.tensor([True, False, True, True]).view(1, 4, 1, 1)
+    batch.colocated_tgt = torch.tensor([5.0, 6.0, 7.0, 8.0]).view(1, 4, 1, 1)
+    batch.colocated_tgt_mask = torch.tensor([True, False, True, True]).view(1, 4, 1, 1)
     f, names = station_features(batch, sizes, FeatureConfig(k=1, lags=(2,)), "tgt")
-    close(column(f, names, "anchor0"), [5.0, NAN, 7.0, 8.0])
-    batch.anchor_tgt_mask = torch.tensor([True, True, False, False]).view(1, 4, 1, 1)
+    close(column(f, names, "colocated0"), [5.0, NAN, 7.0, 8.0])
+    batch.colocated_tgt_mask = torch.tensor([True, True, False, False]).view(1, 4, 1, 1)
     fc, names = station_features(
         batch, DataSizes(1, 1, (0,), window=4, horizon=4, task="forecast"), FeatureConfig(k=1, lags=(2, 3)), "tgt"
     )
-    close(column(fc, names, "anchor0_last"), [6.0] * 4)
-    close(column(fc, names, "anchor0_age"), [2.0] * 4)
-    close(column(fc, names, "anchor0_lag2"), [NAN] * 4)  # input step 2: unobserved
-    close(column(fc, names, "anchor0_lag3"), [6.0] * 4)
+    close(column(fc, names, "colocated0_last"), [6.0] * 4)
+    close(column(fc, names, "colocated0_age"), [2.0] * 4)
+    close(column(fc, names, "colocated0_lag2"), [NAN] * 4)  # input step 2: unobserved
+    close(column(fc, names, "colocated0_lag3"), [6.0] * 4)
 
 
 def test_tiny_aggregate_for_downscaling():
@@ -323,7 +323,9 @@ def test_unobserved_cells_are_never_read(task):
     batch, sizes = random_batch(task)
     poisoned = copy.copy(batch)
     poisoned.x = torch.where(batch.x_mask, batch.x, torch.full_like(batch.x, 1e9))
-    poisoned.anchor_tgt = torch.where(batch.anchor_tgt_mask, batch.anchor_tgt, torch.full_like(batch.anchor_tgt, 1e9))
+    poisoned.colocated_tgt = torch.where(
+        batch.colocated_tgt_mask, batch.colocated_tgt, torch.full_like(batch.colocated_tgt, 1e9)
+    )
     cfg = FeatureConfig(k=3)
     for which in ("tgt", "src"):
         ref, names = station_features(batch, sizes, cfg, which)
@@ -404,8 +406,8 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="static_tgt"):
         station_features(no_static, sizes, FeatureConfig(), "tgt")
     bad_anchor = copy.copy(batch)
-    bad_anchor.anchor_tgt_mask = None
-    with pytest.raises(ValueError, match="anchor_tgt_mask"):
+    bad_anchor.colocated_tgt_mask = None
+    with pytest.raises(ValueError, match="colocated_tgt_mask"):
         station_features(bad_anchor, sizes, FeatureConfig(), "tgt")
     with pytest.raises(ValueError, match="lags"):
         FeatureConfig(lags=(1, 1))

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from stgraph._optional import has_torch_cluster
+from stgraph.geo import geodesic_km, haversine_km
 from stgraph.graph.bipartite import BipartiteAttention, bipartite_knn, carry_to_fine, idw_edge_weights
-from stgraph.graph.geo import geodesic_km, haversine_km
 
 BACKENDS = ["torch"] + (["torch_cluster"] if has_torch_cluster() else [])
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from stgraph._optional import has_torch_cluster
-from stgraph.graph import BACKENDS, knn, knn_graph, latlon_to_xyz, radius, radius_graph, station_knn_graph
+from stgraph.geo import latlon_to_xyz
+from stgraph.graph import BACKENDS, knn, knn_graph, radius, radius_graph, station_knn_graph
 
 
 def neighbour_sets(edge_index, n):

@@ -3,7 +3,9 @@
 import torch
 
 from stgraph.models import DataSizes, GraphBatch
-from stgraph.models.anchors import anchor_prediction, lerp_in_time, lerp_knn, masked_idw
+from stgraph.models.anchors import anchor_prediction
+from stgraph.ops.idw import masked_idw
+from stgraph.ops.lerp import lerp_in_time, lerp_knn
 
 POS = torch.tensor([[39.90, 116.30], [39.95, 116.35], [40.00, 116.40], [39.92, 116.45]])
 
@@ -12,7 +14,7 @@ def test_masked_idw_ignores_missing_neighbours():
     x = torch.tensor([1.0, 5.0, 100.0]).view(1, 1, 3, 1)
     mask = torch.tensor([True, True, False]).view(1, 1, 3, 1)
     est, has = masked_idw(x, mask, POS[:3], POS[3:], power=2.0)
-    from stgraph.models.baselines.idw import idw_weights
+    from stgraph.ops.idw import idw_weights
 
     w = idw_weights(POS[:3], POS[3:], 2.0, None)[0, :2]
     expected = (w * torch.tensor([1.0, 5.0])).sum() / w.sum()  # renormalised over observed only

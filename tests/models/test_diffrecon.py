@@ -12,11 +12,11 @@ import torch
 
 from stgraph.engine.config import config_from_dict
 from stgraph.engine.experiment import prepare_experiment
-from stgraph.engine.probabilistic import sample_quantiles
 from stgraph.engine.run import evaluate_run, run_experiment
 from stgraph.models import build_model
-from stgraph.models.diffrecon_denoisers import idw_to_fine
+from stgraph.models.diffrecon.fine import idw_to_fine
 from stgraph.nn.st_pointformer import STPointFormer
+from stgraph.ops.quantiles import sample_quantiles
 from stgraph.testing import synthetic_stations
 from tests.models.contract import POS, make_batch
 from tests.models.test_contract import TINY
@@ -63,13 +63,13 @@ def test_shapes_of_both_stages_and_of_the_samples(task, backbone):
     # stage 1: ε̂ at every coarse cell; the non-target channel and its mask are node features
     ci = model.coarse_inputs(batch)
     assert ci.x.shape == (b, w, 5, 1) and ci.node_feats.shape == (b, w, 5, 2)
-    anchor = model.anchor(ci.x, ci.mask, ci.pos)
-    points = model.condition_coarse(ci, ci.x, ci.mask, anchor)
-    eps = model.coarse_eps(ci, torch.randn(b, w, 5, 1), torch.zeros(b, dtype=torch.long), ci.x, ci.mask, anchor, points)
+    guide = model.guide(ci.x, ci.mask, ci.pos)
+    points = model.condition_coarse(ci, ci.x, ci.mask, guide)
+    eps = model.coarse_eps(ci, torch.randn(b, w, 5, 1), torch.zeros(b, dtype=torch.long), ci.x, ci.mask, guide, points)
     assert eps.shape == (b, w, 5, 1)
-    # stage 2: T-PatternNet features and the IDW anchor carried to the fine node, ε̂ there
+    # stage 2: T-PatternNet features and the IDW guide carried to the fine node, ε̂ there
     cond = model.fine.condition(ci.x, ci.time_enc, ci.pos, batch.pos_tgt)
-    assert cond.feats.shape == (b, w, 1, d) and cond.anchor.shape == (b, w, 1, 1)
+    assert cond.feats.shape == (b, w, 1, d) and cond.guide.shape == (b, w, 1, 1)
     assert model.fine(torch.randn(b, w, 1, 1), torch.zeros(b, dtype=torch.long), cond).shape == (b, w, 1, 1)
 
 
@@ -243,17 +243,17 @@ def test_prior_eps_is_the_best_noise_estimate_under_its_gaussian_prior(prior_std
 
 @pytest.mark.parametrize("backbone", [{}, CSDI], ids=["gnn", "csdi"])
 def test_untrained_model_centres_its_estimate_on_the_anchor(backbone):
-    """Zero output layers: stage 1's x̂0 is the prior's posterior mean, the anchor at the last step."""
+    """Zero output layers: stage 1's x̂0 is the prior's posterior mean, the guide at the last step."""
     model, batch, _ = build("impute", **backbone)
     ci = model.coarse_inputs(batch)
-    anchor = model.anchor(ci.x, ci.mask, ci.pos)
-    points = model.condition_coarse(ci, ci.x, ci.mask, anchor)
+    guide = model.guide(ci.x, ci.mask, ci.pos)
+    points = model.condition_coarse(ci, ci.x, ci.mask, guide)
     x_t = torch.randn_like(ci.x)
     for step in (0, 5):
         t = torch.full((4,), step)
-        x0 = model.schedule.predict_x0(x_t, t, model.coarse_eps(ci, x_t, t, ci.x, ci.mask, anchor, points))
+        x0 = model.schedule.predict_x0(x_t, t, model.coarse_eps(ci, x_t, t, ci.x, ci.mask, guide, points))
         ab = float(model.schedule.alpha_bars[step])
-        torch.testing.assert_close(x0, anchor + ab**0.5 * (x_t - ab**0.5 * anchor), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(x0, guide + ab**0.5 * (x_t - ab**0.5 * guide), rtol=1e-4, atol=1e-4)
 
 
 # --- training schedule ------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_training_draws_are_a_function_of_the_step_counter():
 )
 def test_training_lowers_the_loss_at_fixed_noise(task, backbone, lr, steps, ratio):
     """Adam steps on a batch with a smooth truth lower the loss averaged over 8 fixed draws, scored
-    without dropout (the untrained model's loss is already its prior's around the anchor). CSDI's
+    without dropout (the untrained model's loss is already its prior's around the guide). CSDI's
     gated residual body wants a smaller learning rate (as in CSDI, 1e-3) and more steps."""
     model, batch, _ = build(task, **backbone)
     batch, field = structured(batch)
@@ -351,8 +351,8 @@ ABLATIONS = [
     {"tpatternnet": False},
     {"fine_position": False, "fine_mixing": False},
     {"carry": "attention"},
-    {"condition_anchor": "idw"},
-    {"condition_anchor": "none"},
+    {"guide": "idw"},
+    {"guide": "none"},
     {"sampler": "ddpm"},
     {"sampler": "ddim", "eta": 1.0, "schedule": "linear"},
     {"skip": False},
@@ -486,7 +486,7 @@ def test_a_fine_node_knows_where_it_is_whatever_the_other_fine_nodes():
     """Stage 2's own features of a fine node (position code in the visible stations' frame) are the
     same whether it is inferred alone or with others; without mixing, so is its ε̂. Two fine nodes
     that the coarse series cannot tell apart get different ε̂ only with their positions."""
-    from stgraph.models.diffrecon_denoisers import FineDenoiser
+    from stgraph.models.diffrecon.fine import FineDenoiser
 
     torch.manual_seed(0)
     fine = FineDenoiser(1, 8, 1, 2, 2, 50, 8, fine_k=2, mixing=False)

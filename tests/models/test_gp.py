@@ -13,7 +13,7 @@ from stgraph.engine.config import config_from_dict
 from stgraph.engine.evaluate import predict
 from stgraph.engine.fitting import fit_model
 from stgraph.engine.run import build_experiment, evaluate_run, run_experiment
-from stgraph.graph.geo import EARTH_RADIUS_KM, haversine_km
+from stgraph.geo import EARTH_RADIUS_KM, haversine_km
 from stgraph.models import DataSizes, GraphBatch
 from stgraph.models.base import FitContext
 from stgraph.models.baselines.gp import JITTER, GPKriging, GPParams

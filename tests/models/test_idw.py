@@ -1,8 +1,8 @@
 import torch
 
-from stgraph.graph import geodesic_km
+from stgraph.geo import geodesic_km
 from stgraph.models import IDW, DataSizes, GraphBatch, IDWParams
-from stgraph.models.baselines.idw import last_observed
+from stgraph.ops.observed import last_observed
 
 
 def test_idw_krige_by_hand():

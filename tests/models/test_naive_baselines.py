@@ -5,8 +5,9 @@ import torch
 
 from stgraph.models import DataSizes, GraphBatch, build_model
 from stgraph.models.baselines.knn_mean import KNNMean, KNNMeanParams
-from stgraph.models.baselines.persistence import Persistence, PersistenceParams, locf_nocb
+from stgraph.models.baselines.persistence import Persistence, PersistenceParams
 from stgraph.models.baselines.seasonal_naive import SeasonalNaive, SeasonalNaiveParams, seasonal_steps
+from stgraph.ops.observed import locf_nocb
 
 TINY = {"knn": {"k": 2}, "persistence": {}, "seasonal-naive": {"season": 4}}
 

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from stgraph.models import DataSizes
-from stgraph.models.anchors import anchor_prediction, masked_idw
+from stgraph.models.anchors import anchor_prediction
 from stgraph.models.inductive import union_graph
 from stgraph.models.stgcn import STGCN, STConvBlock, STGCNParams, temporal_reach
 from stgraph.nn.cheb_conv import scaled_laplacian
+from stgraph.ops.idw import masked_idw
 from tests.models.contract import POS, check_contract, make_batch
 
 TINY = {"hidden_channels": 16, "bottleneck_channels": 8, "kt": 3, "ks": 3, "k": 3, "dropout": 0.0}

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stgraph.models import DataSizes, build_model
-from stgraph.models.baselines.idw import last_observed
 from stgraph.models.baselines.patchtst import make_patches, num_patches
+from stgraph.ops.observed import last_observed
 from tests.models.contract import POS, make_batch
 from tests.models.test_contract import TINY as CONTRACT_TINY
 

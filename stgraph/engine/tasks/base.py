@@ -12,10 +12,12 @@ visible stations' cells removed by a sparse pattern, scored as a second group).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from stgraph.data.batch import KINDS, TaskTraits
 from stgraph.data.patterns import SparsePattern
 from stgraph.data.splits import StationSplit
 from stgraph.data.station_data import StationData
@@ -23,6 +25,14 @@ from stgraph.data.time_splits import TimeSplit
 from stgraph.data.windows import Windows
 from stgraph.engine.metrics import average_overlapping_windows
 from stgraph.models.base import Prediction
+
+
+class Scored(NamedTuple):
+    """One scored group of a batch: prediction, truth and mask, each (B, H, N_g, C_out)."""
+
+    pred: torch.Tensor
+    true: torch.Tensor
+    mask: torch.Tensor
 
 
 @dataclass
@@ -87,26 +97,62 @@ def hide_per_sample(b: int, n: int, fraction: float, gen: torch.Generator) -> to
 
 
 class Task:
-    """Base class; subclasses set ``name`` and ``aligned`` and override what differs.
+    """Base class; subclasses set ``name`` and ``kind`` and override what differs.
+
+    ``kind`` is the kind of problem the model is given (:data:`~stgraph.data.batch.KINDS`:
+    ``forecast``, ``krige``, ``impute`` or ``reconstruct``); models see only it and its traits
+    (:class:`~stgraph.data.batch.TaskTraits`: outputs aligned with the input, target stations,
+    scored visible cells, the default anchor). Everything else a task decides (who is hidden in
+    training, what is scored, how windows merge) is asked of the task object, never of its name.
 
     Args:
-        anchor: (C_a,) indices among the input channels of the protocol's anchor channels
-            (``data.anchor_channels``, :mod:`stgraph.engine.tasks.protocols`): declared observed at
+        colocated: (C_a,) indices among the input channels of the protocol's co-located channels
+            (``data.colocated_channels``, :mod:`stgraph.engine.tasks.protocols`): declared observed at
             the target stations, so training that hides stations per sample keeps them. Default none.
         pattern: the experiment's sparse pattern over the visible stations (``reconstruct``, made by
             :meth:`sparse_view`), or None.
     """
 
     name = ""
-    aligned = True  # outputs at the input steps (krige, impute) rather than after them
+    kind = "krige"  # the model-facing kind (stgraph.data.batch.KINDS)
     scores_visible = False  # impute scores the visible stations' completed series
     extra_groups: tuple[str, ...] = ()  # scored groups beyond "hidden" and "visible" (see scored_group)
     scores_roles = True  # val/test stations are scored in their period: each needs coverage there
 
-    def __init__(self, anchor: np.ndarray | None = None, pattern: SparsePattern | None = None):
-        self.anchor = np.zeros(0, dtype=np.int64) if anchor is None else np.asarray(anchor, dtype=np.int64)
+    def __init__(self, colocated: np.ndarray | None = None, pattern: SparsePattern | None = None):
+        self.colocated = np.zeros(0, dtype=np.int64) if colocated is None else np.asarray(colocated, dtype=np.int64)
         self.pattern = pattern
         self.latlon: np.ndarray | None = None  # (N, 2) of the dataset's nodes, for local subgraphs
+
+    @property
+    def traits(self) -> TaskTraits:
+        """What a model may know of this task (:class:`~stgraph.data.batch.TaskTraits`)."""
+        return KINDS[self.kind]
+
+    @property
+    def aligned(self) -> bool:
+        """Outputs at the input steps (krige, impute, reconstruct) rather than after them."""
+        return self.traits.aligned
+
+    @classmethod
+    def check_config(cls, cfg) -> list[str]:
+        """Problems of the ExperimentConfig ``cfg`` under this task, each naming the key and what
+        is expected (empty: none). Default: the options every task shares."""
+        dc, problems, traits = cfg.data, [], KINDS[cls.kind]
+        if dc.scaler == "station" and traits.has_targets:
+            problems.append(
+                f"data.scaler: 'station' needs a task without target stations, such as 'impute' (a hidden station "
+                f"has no training cells to take its own statistics from), got task '{cls.name}'"
+            )
+        length = dc.window if traits.aligned else dc.horizon
+        over = [s for s in dc.eval_steps or [] if not 1 <= s <= length]
+        if over and not dc.daily:
+            what = f"data.window (the scored span of a '{cls.name}' window)" if traits.aligned else "data.horizon"
+            problems.append(
+                f"data.eval_steps: {over} outside 1..{length} ({what}); give steps within it, [] for none, "
+                "or null for those of 6, 12, 24 that fit"
+            )
+        return problems
 
     def window_horizon(self, horizon: int) -> int:
         """Steps a window holds after its input part (0 for the aligned tasks)."""
@@ -162,6 +208,22 @@ class Task:
         """(prediction, truth, mask) (B, H, N_g, C_out) of an extra scored group (``extra_groups``),
         given the output truth y, m (B, H, N, C_out) of all columns and the windows' starts (B,)."""
         raise ValueError(f"task '{self.name}' has no scored group '{group}'")
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The scored groups: ``hidden`` (the task's main one, :meth:`scored`) and ``extra_groups``."""
+        return ("hidden", *self.extra_groups)
+
+    def scored_groups(
+        self, pred: Prediction, y: torch.Tensor, m: torch.Tensor, src, tgt, start: torch.Tensor
+    ) -> dict[str, Scored]:
+        """Every scored group of a batch (:attr:`groups`, in order): validation, the validation
+        loss, prediction and the samples of a probabilistic model all take their cells from here.
+        y, m: (B, H, N, C_out) output truth of all columns; start: (B,) window starts."""
+        out = {"hidden": Scored(*self.scored(pred, y, m, src, tgt))}
+        for g in self.extra_groups:
+            out[g] = Scored(*self.scored_group(g, pred, y, m, src, tgt, start))
+        return out
 
     def group_nodes(self, group: str, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
         """Node indices of the columns of an extra group's :meth:`scored_group`."""

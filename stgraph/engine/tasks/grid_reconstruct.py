@@ -1,4 +1,4 @@
-"""``reconstruct`` on a grid, DiffRecon's own protocol (seed 002, ``../shared/docs/methods.md`` §2):
+"""``reconstruct`` on a grid, DiffRecon's own protocol (Sun et al.):
 from a sparse pattern on a coarse grid, estimate every fine grid cell and every removed coarse cell.
 
 Selected by ``data.grid_coarsen: f`` (f > 1) with ``data.task: reconstruct`` on a grid dataset

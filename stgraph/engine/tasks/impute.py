@@ -61,7 +61,7 @@ def history_cells(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 class Impute(Task):
     name = "impute"
-    aligned = True
+    kind = "impute"
     scores_visible = True
     scores_roles = False  # every station is visible; the evaluation cells are scored
 

@@ -1,12 +1,13 @@
 """AMLSG's protocol options: what a protocol declares known beyond the visible stations' inputs.
 
-AMLSG (seed 003, ``../shared/docs/methods.md`` §3) reconstructs air quality in three stages; each
-is an engine option usable with every model, and each says exactly what more the model may see:
+AMLSG (the Shanghai 2014-2025 air-quality inventory's stacked generalisation) reconstructs air
+quality in three stages; each is an engine option usable with every model, and each says exactly
+what more the model may see:
 
-- **hybrid anchor** (``data.anchor_channels``): co-located channels (e.g. PM10, CO for PM2.5) are
-  declared observed at the target stations; models get them at the targets over the input steps
-  (``GraphBatch.anchor_tgt``), never the targets' other channels (:func:`anchor_channel_indices`,
-  :func:`anchor_at_targets`);
+- **hybrid anchor** (AMLSG's term; ``data.colocated_channels``): co-located channels (e.g. PM10,
+  CO for PM2.5) are declared observed at the target stations; models get them at the targets over the input steps
+  (``GraphBatch.colocated_tgt``), never the targets' other channels (:func:`colocated_channel_indices`,
+  :func:`colocated_at_targets`);
 - **downscaling** (``data.aggregate: mean``): the mean of the target channels over the stations of
   the batch's universe at each input step, like a known city-level series
   (``GraphBatch.aggregate``, :func:`station_mean`). By design the targets' values reach the model
@@ -15,7 +16,7 @@ is an engine option usable with every model, and each says exactly what more the
   (:mod:`stgraph.data.time_splits`).
 
 The experiment (:meth:`stgraph.engine.experiment.Experiment.batch`) fills the batch fields; the
-station tasks keep the anchor observed at stations they hide per sample.
+station tasks keep the co-located channels observed at stations they hide per sample.
 """
 
 from __future__ import annotations
@@ -42,52 +43,54 @@ def check_aggregate(dc) -> None:
         )
 
 
-def anchor_channel_indices(dc, names: Sequence[str]) -> np.ndarray:
-    """Indices of ``dc.anchor_channels`` among the input channels ``names``, validated.
+def colocated_channel_indices(dc, names: Sequence[str]) -> np.ndarray:
+    """Indices of ``dc.colocated_channels`` among the input channels ``names``, validated.
 
     Args:
-        dc: the :class:`~stgraph.engine.config.DataConfig` (``anchor_channels``, ``target_channels``,
+        dc: the :class:`~stgraph.engine.config.DataConfig` (``colocated_channels``, ``target_channels``,
             ``task``).
         names: the input channels, in order.
 
     Raises:
-        ValueError: naming ``data.anchor_channels``: an anchor that is not an input channel, one
-            that is a target channel, a repeated one, or any anchor for ``impute``.
+        ValueError: naming ``data.colocated_channels``: a channel that is not an input channel, one
+            that is a target channel, a repeated one, or any for ``impute``.
     """
-    anchor = list(dc.anchor_channels)
-    if not anchor:
+    chosen = list(dc.colocated_channels)
+    if not chosen:
         return np.zeros(0, dtype=np.int64)
     if dc.task == "impute":
         raise ValueError(
-            f"data.anchor_channels {anchor} mean nothing for task 'impute': every station is visible, so "
-            "its other channels are already in its input; leave data.anchor_channels empty"
+            f"data.colocated_channels {chosen} mean nothing for task 'impute': every station is visible, so "
+            "its other channels are already in its input; leave data.colocated_channels empty"
         )
-    repeated = sorted({c for c in anchor if anchor.count(c) > 1})
+    repeated = sorted({c for c in chosen if chosen.count(c) > 1})
     if repeated:
-        raise ValueError(f"data.anchor_channels lists {repeated} more than once")
-    missing = [c for c in anchor if c not in names]
+        raise ValueError(f"data.colocated_channels lists {repeated} more than once")
+    missing = [c for c in chosen if c not in names]
     if missing:
-        raise ValueError(f"data.anchor_channels {missing} must be input channels (data.input_channels: {list(names)})")
-    clash = [c for c in anchor if c in dc.target_channels]
+        raise ValueError(
+            f"data.colocated_channels {missing} must be input channels (data.input_channels: {list(names)})"
+        )
+    clash = [c for c in chosen if c in dc.target_channels]
     if clash:
         raise ValueError(
-            f"data.anchor_channels {clash} are target channels (data.target_channels: {list(dc.target_channels)}): "
-            "an anchor is a co-located channel declared observed at the targets, never what is scored there"
+            f"data.colocated_channels {clash} are target channels (data.target_channels: {list(dc.target_channels)}): "
+            "a co-located channel is one declared observed at the targets, never what is scored there"
         )
-    return np.array([list(names).index(c) for c in anchor], dtype=np.int64)
+    return np.array([list(names).index(c) for c in chosen], dtype=np.int64)
 
 
-def anchor_at_targets(w: Windows, tgt: np.ndarray, anchor: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """The anchor channels of the target columns over the input steps.
+def colocated_at_targets(w: Windows, tgt: np.ndarray, colocated: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The co-located channels of the target columns over the input steps.
 
     Args:
         w: windows whose columns include the targets; x, x_mask (B, W, N, C_in).
         tgt: (N_tgt,) target columns of ``w``.
-        anchor: (C_a,) anchor channel indices among the input channels.
+        colocated: (C_a,) co-located channel indices among the input channels.
     Returns:
         values (B, W, N_tgt, C_a), standardised, 0 where unobserved; mask (B, W, N_tgt, C_a) bool.
     """
-    cols, chans = torch.as_tensor(tgt, dtype=torch.long), torch.as_tensor(anchor, dtype=torch.long)
+    cols, chans = torch.as_tensor(tgt, dtype=torch.long), torch.as_tensor(colocated, dtype=torch.long)
     m = w.x_mask[:, :, cols][..., chans]
     x = w.x[:, :, cols][..., chans]
     return torch.where(m, x, torch.zeros_like(x)), m

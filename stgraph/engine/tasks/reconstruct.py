@@ -1,6 +1,6 @@
 """``reconstruct``: from a sparse pattern on the coarse nodes, estimate every coarse cell the
-pattern removed and every fine node; the two are scored separately (DiffRecon's task, seed 002,
-``../shared/docs/methods.md`` §2, on stations).
+pattern removed and every fine node; the two are scored separately (DiffRecon's task,
+Sun et al., on stations).
 
 On stations the coarse nodes are the visible (train-role) stations and the fine nodes the hidden
 ones (val/test roles, never seen, as in ``krige``). The pattern (``split.pattern``: ``fixed`` /
@@ -49,7 +49,7 @@ from stgraph.models.base import Prediction
 
 class Reconstruct(Task):
     name = "reconstruct"
-    aligned = True
+    kind = "reconstruct"
     extra_groups = ("removed",)
 
     def sparse_view(
@@ -57,9 +57,9 @@ class Reconstruct(Task):
     ) -> tuple[StationData, SparsePattern]:
         """(the data without the pattern's cells, the pattern drawn over the train-role stations)."""
         sc, dc = cfg.split, cfg.data
-        if dc.anchor_channels:
+        if dc.colocated_channels:
             raise ValueError(
-                f"data.anchor_channels {list(dc.anchor_channels)} is not defined for task 'reconstruct' "
+                f"data.colocated_channels {list(dc.colocated_channels)} is not defined for task 'reconstruct' "
                 "(the pattern removes whole cells); leave it empty"
             )
         coarse = split.indices(view, "train")

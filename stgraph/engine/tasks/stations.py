@@ -5,7 +5,7 @@ Training hides training stations (node masking) and scores the model there from 
   (``pos_tgt``), with no input at all;
 - ``node_masking: sample``: every sampled station stays in ``src`` and a different random set is
   hidden per sample by clearing its mask (IGNNK's training); the loss covers all sampled stations.
-  The protocol's anchor channels (``data.anchor_channels``) stay observed at the hidden stations.
+  The protocol's co-located channels (``data.colocated_channels``) stay observed at the hidden stations.
 ``subgraph_size`` samples that many training stations per batch first (IGNNK's random subgraphs).
 """
 
@@ -40,9 +40,9 @@ class _StationTask(Task):
         if tc.node_masking == "sample":
             hidden = hide_per_sample(w.x.size(0), n, tc.hide_fraction, gen)  # (B, N)
             keep = ~hidden[:, None, :, None]  # (B, 1, N, 1)
-            if len(self.anchor):  # the protocol's anchor channels stay observed at hidden stations
+            if len(self.colocated):  # the protocol's co-located channels stay observed at hidden stations
                 declared = torch.zeros(w.x.size(-1), dtype=torch.bool)
-                declared[torch.as_tensor(self.anchor)] = True
+                declared[torch.as_tensor(self.colocated)] = True
                 keep = keep | declared  # (B, 1, N, C_in)
             w = replace(w, x=w.x * keep, x_mask=w.x_mask & keep)
             src, tgt = np.arange(n), np.zeros(0, dtype=np.int64)
@@ -63,7 +63,7 @@ class Krige(_StationTask):
     once: overlapping windows' estimates are averaged."""
 
     name = "krige"
-    aligned = True
+    kind = "krige"
 
 
 class Forecast(_StationTask):
@@ -71,4 +71,4 @@ class Forecast(_StationTask):
     output steps may be given for teacher forcing (never the hidden ones')."""
 
     name = "forecast"
-    aligned = False
+    kind = "forecast"

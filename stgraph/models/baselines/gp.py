@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stgraph.graph.geo import EARTH_RADIUS_KM, latlon_to_xyz
+from stgraph.geo import EARTH_RADIUS_KM, latlon_to_xyz
 from stgraph.graph.knn import knn, knn_graph
 from stgraph.models.base import DataSizes, FitContext, GraphBatch, Prediction, StationModel
 

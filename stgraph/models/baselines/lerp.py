@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from stgraph.models.anchors import lerp_in_time, lerp_knn
 from stgraph.models.base import DataSizes, FitContext, GraphBatch, Prediction, StationModel
+from stgraph.ops.lerp import lerp_in_time, lerp_knn
 
 TAU_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 

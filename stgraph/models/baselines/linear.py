@@ -23,8 +23,8 @@ from torch import nn
 
 from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
-from stgraph.models.baselines.idw import last_observed
 from stgraph.models.readout import readout_prediction, station_series
+from stgraph.ops.observed import last_observed
 
 
 @dataclass

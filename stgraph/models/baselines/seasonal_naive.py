@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
-from stgraph.models.baselines.persistence import persisted_last
 from stgraph.models.readout import idw_readout
+from stgraph.ops.observed import persisted_last
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
-from stgraph.models.baselines.idw import idw_weights, masked_idw
+from stgraph.ops.idw import idw_weights, masked_idw
 
 
 @dataclass

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from stgraph.engine import runs
-from stgraph.engine.runs import RunDir, atomic_torch_save, environment_record
+from stgraph.engine import run_folder
+from stgraph.engine.run_folder import RunDir, atomic_torch_save, environment_record
 
 ENV_KEYS = {
     "code_tree",
@@ -43,7 +43,7 @@ def test_environment_record():
 
 
 def test_environment_record_outside_git(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "_package_root", lambda: tmp_path)
+    monkeypatch.setattr(run_folder, "_package_root", lambda: tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     rec = environment_record(seed=0, knn_backend="pyg", device="cuda")
     assert rec["git_commit"] is None and rec["git_dirty"] is None and rec["device"] == "cuda"
@@ -118,7 +118,7 @@ def test_atomic_torch_save(tmp_path, monkeypatch):
         f.write(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(runs.torch, "save", crash)
+    monkeypatch.setattr(run_folder.torch, "save", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_torch_save({"w": torch.arange(6)}, path)
     monkeypatch.undo()

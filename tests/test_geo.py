@@ -3,7 +3,7 @@ import pytest
 import torch
 from geopy.distance import geodesic
 
-from stgraph.graph import geodesic_km, haversine_km, km_to_chord, latlon_to_xyz
+from stgraph.geo import geodesic_km, haversine_km, km_to_chord, latlon_to_xyz
 
 
 def test_geodesic_agrees_with_geopy_within_half_a_percent():

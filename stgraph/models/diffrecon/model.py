@@ -1,5 +1,6 @@
 """DiffRecon: two-stage conditional diffusion that completes the visible stations and infers the
-hidden ones, with S samples per estimate (seed 002; ``../shared/docs/methods.md`` §2).
+hidden ones, with S samples per estimate (Sun, Su, Wang et al., "From Incomplete Coarse-Grained
+to Complete Fine-Grained: A Two-Stage Framework for Spatiotemporal Data Reconstruction").
 
 The paper reconstructs a complete fine grid map from an incomplete coarse one. On stations the
 coarse nodes are the visible stations (``batch.pos_src``) and the fine nodes the targets
@@ -7,13 +8,13 @@ coarse nodes are the visible stations (``batch.pos_src``) and the fine nodes the
 
 * **Stage 1, Diffusion-C** (coarse completion): a conditional DDPM in CSDI's form (Tashiro et al.
   2021) over the visible stations' window of the target channel(s): only the cells to infer are
-  noised; the observed cells, their mask, an interpolation of them (``condition_anchor``) and the
-  calendar condition the noise predictor, :class:`~stgraph.models.diffrecon_denoisers.CoarseDenoiser`
+  noised; the observed cells, their mask, an interpolation of them (``guide``) and the
+  calendar condition the noise predictor, :class:`~stgraph.models.diffrecon.coarse.CoarseDenoiser`
   (intra-map GNN ⊕ ST-PointFormer, eq. 13). Training: ε-prediction, masked MSE on the cells to infer
   that have a truth (the ``src`` loss terms' cells the input lacks; in ``krige``, whose visible gaps
   are not scored, a further ``self_mask`` fraction of the observed cells is hidden per batch and
   learned, CSDI's self-supervised masking). ``backbone="csdi"`` replaces that one-layer predictor by
-  :class:`~stgraph.models.diffrecon_denoisers.CSDICoarseDenoiser`: CSDI's gated residual body
+  :class:`~stgraph.models.diffrecon.coarse.CSDICoarseDenoiser`: CSDI's gated residual body
   (``residual_layers`` × ``channels``, a time and a station transformer of ``residual_heads`` heads
   over the noisy state, ``step_dim`` step embedding; CSDI's 4 × 64 × 8 × 128) whose side
   information is the intra-map GNN ⊕ ST-PointFormer encoding of the conditions, computed once per
@@ -24,7 +25,7 @@ coarse nodes are the visible stations (``batch.pos_src``) and the fine nodes the
   stations' kNN graph (PriSTI's geography-aware spatial step).
 * **Stage 2, Diffusion-F** (fine inference): a conditional DDPM over the target stations' window,
   conditioned on the completed coarse series through
-  :class:`~stgraph.models.diffrecon_denoisers.FineDenoiser` (T-PatternNet per coarse node, carried
+  :class:`~stgraph.models.diffrecon.fine.FineDenoiser` (T-PatternNet per coarse node, carried
   to the fine nodes over the bipartite kNN graph, plus the IDW of the completed values at the fine
   node), which knows where each fine node is (``fine_position``: its lat/lon encoding in the
   visible stations' frame and its static covariates) and lets fine nodes exchange information after
@@ -56,10 +57,7 @@ diffusion steps, noise and self-supervised masks from a generator seeded by (``n
 drawn from the global RNG when the model is built, like its weights; ``train_steps`` buffer): a
 resumed run draws exactly what an uninterrupted one would.
 
-Cost (defaults: d_model 32, one layer, T = 50, DDIM 10 steps, S = 10; one CPU thread, 32 windows of
-36 steps, 36 visible stations, 4 targets): sampling 31 s (8.7 s with ``pointformer=False``: stage 1's
-cross-attention of every cell of every sample to the observed points dominates); a training step
-2.1 s in joint training (two stage-1 passes), less in pre-training.
+Cost: ``benchmarks/step_time.py`` measures a training step (``benchmarks/results/step_time.md``).
 
 Deviations from the paper, named:
 
@@ -67,10 +65,10 @@ Deviations from the paper, named:
   per-node head after a bipartite coarse → fine carry (stage 2); ST-PointFormer and T-PatternNet
   differ from the paper as their modules say (per-cell output and cross-attention of every cell to
   the observed points; per-node series instead of the whole map as channels); see
-  :mod:`stgraph.models.diffrecon_denoisers`.
-* Anchor conditioning: stage 1 also gets an interpolation of the conditioning cells
+  :mod:`stgraph.models.diffrecon.coarse` and :mod:`stgraph.models.diffrecon.fine`.
+* Guide conditioning: stage 1 also gets an interpolation of the conditioning cells
   (``lerp-knn`` by default), stage 2 the IDW of the completed coarse values at each fine node, as
-  extra input channels (PriSTI's finding); ``condition_anchor="none"`` removes stage 1's.
+  extra input channels (PriSTI's finding); ``guide="none"`` removes stage 1's.
 * Pre-training's coarse truth: the paper downsamples the fine ground truth to a pseudo-complete
   coarse map; stations have no such aggregate, so it is the observed visible cells plus the truth of
   the cells the task hid, masked IDW elsewhere.
@@ -78,16 +76,16 @@ Deviations from the paper, named:
   differentiably; here it is stage 1's one-step x̂0 at a diffusion step drawn from the first
   ``joint_step_fraction`` of the schedule (a separate stage-1 pass from the one its own loss uses:
   at late steps x̂0 is mostly amplified noise, unlike the completions stage 2 sees at sampling).
-* Skip around the anchor (``skip``, on by default; ``skip=False`` is CSDI's plain ε-predictor): each
+* Skip around the guide (``skip``, on by default; ``skip=False`` is CSDI's plain ε-predictor): each
   stage's ε̂ is the network's output plus the ε of the exact denoiser under the prior
-  x0 ~ N(anchor, ``prior_std``²) (:meth:`DiffRecon.prior_eps`), the role EDM's c_skip plays (Karras
-  et al. 2022). Its x̂0 tends to the anchor at high noise, where a plain ε-predictor's x̂0 =
+  x0 ~ N(guide, ``prior_std``²) (:meth:`DiffRecon.prior_eps`), the role EDM's c_skip plays (Karras
+  et al. 2022). Its x̂0 tends to the guide at high noise, where a plain ε-predictor's x̂0 =
   (x_τ - sqrt(1 - ᾱ_τ) ε̂) / sqrt(ᾱ_τ) multiplies any error in ε̂ by up to sqrt((1 - ᾱ_T) / ᾱ_T) ≈ 170 on
   CSDI's schedule: without the skip, a briefly trained model sampled with 10 DDIM steps diverged (a
   synthetic impute check: scaled MAE 18 instead of 0.26). The untrained model samples the prior
-  around the anchor; the loss is unchanged (MSE on ε).
+  around the guide; the loss is unchanged (MSE on ε).
 * The loss is CSDI's masked MSE on ε (``train.loss`` does not apply), stage 1 and stage 2 summed
-  with equal weight. Static covariates reach stage 2 only (the fine nodes'); ``anchor_tgt`` and
+  with equal weight. Static covariates reach stage 2 only (the fine nodes'); ``colocated_tgt`` and
   ``aggregate`` are not used.
 """
 
@@ -95,25 +93,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from stgraph.diffusion import SAMPLERS, SCHEDULES, NoiseSchedule, repeat_for_samples, sample
-from stgraph.engine.probabilistic import sample_quantiles
-from stgraph.models.anchors import lerp_knn
-from stgraph.models.base import TASKS, DataSizes, GraphBatch, Prediction, StationModel
-from stgraph.models.baselines.idw import masked_idw
-from stgraph.models.diffrecon_denoisers import (
-    CARRIES,
-    CoarseDenoiser,
-    CSDICoarseDenoiser,
-    FineCondition,
-    FineDenoiser,
-    idw_to_fine,
-)
+from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
+from stgraph.models.diffrecon.coarse import CoarseDenoiser, CSDICoarseDenoiser
+from stgraph.models.diffrecon.fine import CARRIES, FineCondition, FineDenoiser, idw_to_fine
 from stgraph.nn.intra_map_gnn import IntraMapGraph, intra_map_graph
+from stgraph.ops.idw import masked_idw
+from stgraph.ops.lerp import lerp_knn
+from stgraph.ops.losses import masked_mse
+from stgraph.ops.neighbours import canonical_order
+from stgraph.ops.quantiles import sample_quantiles
 
-CONDITION_ANCHORS = ("lerp-knn", "idw", "none")
+GUIDES = ("lerp-knn", "idw", "none")
 STAGE2 = ("diffusion", "idw")
 BACKBONES = ("gnn", "csdi")
 VALIDATION_OFFSET = 10**12  # validation draws' streams start beyond any training step
@@ -142,10 +135,10 @@ class DiffReconParams:
     eta: float = 0.0  # DDIM stochasticity (0: deterministic given x_T)
     num_samples: int = 10  # S at evaluation
     sample_seed: int = 0  # the sampling generator's seed, at every forward call
-    condition_anchor: str = "lerp-knn"  # stage 1's anchor channel: "lerp-knn", "idw" or "none"
-    anchor_tau: float = 8.0  # lerp-knn gap scale (steps)
-    anchor_k: int = 3  # lerp-knn neighbours
-    idw_power: float = 2.0  # IDW power (stage 1's "idw" anchor, pre-training fill, stage 2's anchor and carry)
+    guide: str = "lerp-knn"  # stage 1's guide channel: "lerp-knn", "idw" or "none"
+    guide_tau: float = 8.0  # lerp-knn gap scale (steps)
+    guide_k: int = 3  # lerp-knn neighbours
+    idw_power: float = 2.0  # IDW power (stage 1's "idw" guide, pre-training fill, stage 2's guide and carry)
     self_mask: float = 0.2  # krige: fraction of observed visible cells hidden and learned per batch (CSDI)
     pointformer: bool = True  # False: the "no ST-PointFormer" ablation (GNN only)
     stage2: str = "diffusion"  # "diffusion" or "idw" (ablation: IDW of each stage-1 sample)
@@ -160,20 +153,8 @@ class DiffReconParams:
     joint: bool = True  # False: pre-training only (ablation)
     pretrain_fraction: float = 0.5  # share of the run's optimiser steps spent pre-training
     joint_step_fraction: float = 0.2  # joint training: stage 1's x̂0 from steps in the first fraction of T
-    skip: bool = True  # ε̂ = prior ε (x0 ~ N(anchor, prior_std²)) + network; False: the network alone (CSDI)
-    prior_std: float = 1.0  # the skip's prior spread around the anchor (standardised units)
-
-
-def canonical_order(pos: torch.Tensor) -> torch.Tensor:
-    """(N,) long permutation sorting (N, 2) lat/lon by latitude, then longitude (ties by index)."""
-    p = pos.detach().double().cpu().numpy()
-    return torch.as_tensor(np.lexsort((np.arange(len(p)), p[:, 1], p[:, 0])), dtype=torch.long, device=pos.device)
-
-
-def masked_mse(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over ``mask``'s cells (0 when it holds none)."""
-    m = mask.to(pred.dtype)
-    return ((pred - true) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+    skip: bool = True  # ε̂ = prior ε (x0 ~ N(guide, prior_std²)) + network; False: the network alone (CSDI)
+    prior_std: float = 1.0  # the skip's prior spread around the guide (standardised units)
 
 
 @dataclass
@@ -202,7 +183,7 @@ class DiffRecon(StationModel):
     tgt (B, W, N_tgt, C_out) and their samples (S, B, W, N, C_out).
     """
 
-    tasks = frozenset(t for t in ("krige", "impute", "reconstruct") if t in TASKS)
+    tasks = frozenset({"krige", "impute", "reconstruct"})
     has_training_loss = True
 
     def __init__(self, sizes: DataSizes, params: DiffReconParams | None = None):
@@ -240,14 +221,14 @@ class DiffRecon(StationModel):
         if sizes.task not in DiffRecon.tasks:
             raise ValueError(f"DiffRecon: task must be one of {sorted(DiffRecon.tasks)}, got {sizes.task!r}")
         for name in ("d_model", "heads", "num_layers", "gnn_k", "cheb_k", "gnn_levels", "diffusion_steps",
-                     "num_samples", "fine_k", "top_k", "num_kernels", "anchor_k", "channels", "residual_layers",
+                     "num_samples", "fine_k", "top_k", "num_kernels", "guide_k", "channels", "residual_layers",
                      "residual_heads"):  # fmt: skip
             if getattr(p, name) < 1:
                 raise ValueError(f"DiffRecon: {name} must be >= 1, got {getattr(p, name)}")
         for name, value, allowed in (
             ("schedule", p.schedule, SCHEDULES),
             ("sampler", p.sampler, SAMPLERS),
-            ("condition_anchor", p.condition_anchor, CONDITION_ANCHORS),
+            ("guide", p.guide, GUIDES),
             ("stage2", p.stage2, STAGE2),
             ("carry", p.carry, CARRIES),
             ("backbone", p.backbone, BACKBONES),
@@ -308,14 +289,14 @@ class DiffRecon(StationModel):
             torch.where(m, x, torch.zeros_like(x)), m, feats, batch.x_time.to(x.dtype), batch.pos_src, graph
         )
 
-    def anchor(self, cond: torch.Tensor, cond_mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """(B, W, N, C) stage 1's anchor channel: ``condition_anchor`` of the conditioning cells
+    def guide(self, cond: torch.Tensor, cond_mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """(B, W, N, C) stage 1's guide channel: ``guide`` of the conditioning cells
         (observed cells keep their values; 0 for ``none``)."""
         p = self.params
-        if p.condition_anchor == "none":
+        if p.guide == "none":
             return torch.zeros_like(cond)
-        if p.condition_anchor == "lerp-knn":
-            return lerp_knn(cond, cond_mask, pos, p.anchor_tau, p.anchor_k)
+        if p.guide == "lerp-knn":
+            return lerp_knn(cond, cond_mask, pos, p.guide_tau, p.guide_k)
         fill, _ = masked_idw(cond, cond_mask, pos, pos, p.idw_power, exclude_self=True)
         return torch.where(cond_mask, cond, fill)
 
@@ -330,24 +311,24 @@ class DiffRecon(StationModel):
         scale = ((1.0 - ab).sqrt() / (ab * self.params.prior_std**2 + 1.0 - ab)).to(x_t.dtype)
         return scale * (x_t - ab.sqrt().to(x_t.dtype) * centre)
 
-    def coarse_eps(self, ci: CoarseInputs, x_t, t, cond, cond_mask, anchor, points, reps: int = 1) -> torch.Tensor:
+    def coarse_eps(self, ci: CoarseInputs, x_t, t, cond, cond_mask, guide, points, reps: int = 1) -> torch.Tensor:
         """Stage 1's ε̂ for x_t (reps·B, W, N, C); the (B, ...) conditions are tiled ``reps`` times
         (``points``: :meth:`CoarseDenoiser.encode_points` of the untiled conditions)."""
         tile = (lambda v: v) if reps == 1 else (lambda v: None if v is None else repeat_for_samples(v, reps))
-        anchor = tile(anchor)
+        guide = tile(guide)
         net = self.coarse(
-            x_t, t, tile(cond), tile(cond_mask), anchor, tile(ci.time_enc), tile(ci.node_feats), ci.graph, points
+            x_t, t, tile(cond), tile(cond_mask), guide, tile(ci.time_enc), tile(ci.node_feats), ci.graph, points
         )
-        return net + self.prior_eps(x_t, t, anchor)
+        return net + self.prior_eps(x_t, t, guide)
 
     def fine_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: FineCondition) -> torch.Tensor:
-        """Stage 2's ε̂ for x_t (B', W, N_f, C) given its condition (centred on the IDW anchor)."""
-        return self.fine(x_t, t, cond) + self.prior_eps(x_t, t, cond.anchor)
+        """Stage 2's ε̂ for x_t (B', W, N_f, C) given its condition (centred on the IDW guide)."""
+        return self.fine(x_t, t, cond) + self.prior_eps(x_t, t, cond.guide)
 
-    def condition_coarse(self, ci: CoarseInputs, cond: torch.Tensor, cond_mask: torch.Tensor, anchor: torch.Tensor):
+    def condition_coarse(self, ci: CoarseInputs, cond: torch.Tensor, cond_mask: torch.Tensor, guide: torch.Tensor):
         """Stage 1's step-independent conditioning of the (B, W, N, C) conditions, computed once per
         batch (ST-PointFormer's encoded points; with backbone "csdi" the whole side information)."""
-        return self.coarse.condition(cond, cond_mask, anchor, ci.time_enc, ci.node_feats, ci.pos, ci.graph)
+        return self.coarse.condition(cond, cond_mask, guide, ci.time_enc, ci.node_feats, ci.pos, ci.graph)
 
     # ---- training ------------------------------------------------------------------------------------
 
@@ -373,7 +354,7 @@ class DiffRecon(StationModel):
     def training_loss(self, batch: GraphBatch, terms: list[tuple], loss_fn=None) -> torch.Tensor:
         """Stage 1's ε loss at the cells to infer plus stage 2's at the targets (see the module
         docstring); ``loss_fn`` is not used (CSDI's masked MSE on ε). One call = one optimiser step."""
-        p, sched, task = self.params, self.schedule, self.sizes.task
+        p, sched, sizes = self.params, self.schedule, self.sizes
         g = self._generator()
         ci = self.coarse_inputs(batch)
         x, m = ci.x, ci.mask
@@ -387,12 +368,12 @@ class DiffRecon(StationModel):
             if which == "src" and weight:
                 truth, known = torch.where(mask, y.to(x.dtype), truth), known | mask
         cond_mask = m
-        if task == "krige" and p.self_mask > 0:  # CSDI's self-supervised masking of observed cells
+        if not sizes.scores_visible_cells and p.self_mask > 0:  # krige: CSDI's self-supervised masking
             cond_mask = m & ~(torch.rand(m.shape, generator=g) < p.self_mask).to(dev)
         cond = torch.where(cond_mask, x, torch.zeros_like(x))
         truth = torch.where(known, truth, torch.zeros_like(truth))  # CSDI: unknown cells diffuse from 0
-        anchor = self.anchor(cond, cond_mask, ci.pos)
-        points = self.condition_coarse(ci, cond, cond_mask, anchor)  # shared by both stage-1 passes
+        guide = self.guide(cond, cond_mask, ci.pos)
+        points = self.condition_coarse(ci, cond, cond_mask, guide)  # shared by both stage-1 passes
         b = x.size(0)
 
         def noised(t, eps):
@@ -401,11 +382,11 @@ class DiffRecon(StationModel):
         t1 = sched.sample_timesteps(b, g)
         eps1 = randn(x.shape)
         loss = masked_mse(
-            self.coarse_eps(ci, noised(t1, eps1), t1.to(dev), cond, cond_mask, anchor, points), eps1, known & ~cond_mask
+            self.coarse_eps(ci, noised(t1, eps1), t1.to(dev), cond, cond_mask, guide, points), eps1, known & ~cond_mask
         )
 
         fine_terms = [(y, mask) for which, y, mask, weight in terms if which == "tgt" and weight]
-        if self.fine is not None and task != "impute":
+        if self.fine is not None and sizes.has_targets:
             if batch.pos_tgt.size(0) == 0 or not fine_terms:
                 raise ValueError(
                     "DiffRecon: stage 2 learns from hidden training stations given as targets (loss terms on "
@@ -416,7 +397,7 @@ class DiffRecon(StationModel):
                 tc = torch.randint(0, max(1, round(p.joint_step_fraction * sched.num_steps)), (b,), generator=g)
                 x_tc = noised(tc, randn(x.shape))
                 x0 = sched.predict_x0(
-                    x_tc, tc.to(dev), self.coarse_eps(ci, x_tc, tc.to(dev), cond, cond_mask, anchor, points)
+                    x_tc, tc.to(dev), self.coarse_eps(ci, x_tc, tc.to(dev), cond, cond_mask, guide, points)
                 )
                 completed = torch.where(cond_mask, cond, x0)
             else:  # pre-training: the coarse truth, masked-IDW fill where none is known
@@ -462,11 +443,11 @@ class DiffRecon(StationModel):
         if m.all():  # nothing to infer at the visible stations
             completed = x.expand(s, *x.shape)
         else:
-            anchor = self.anchor(x, m, ci.pos)
-            points = self.condition_coarse(ci, x, m, anchor)  # the observed points, encoded once
+            guide = self.guide(x, m, ci.pos)
+            points = self.condition_coarse(ci, x, m, guide)  # the observed points, encoded once
 
             def eps1(x_t, t):
-                return self.coarse_eps(ci, x_t, t, x, m, anchor, points, reps=s)
+                return self.coarse_eps(ci, x_t, t, x, m, guide, points, reps=s)
 
             drawn = self._sample(eps1, x.shape, s, g, infer_mask=~m, like=x)  # (S, B, W, N, C)
             completed = torch.where(m, x, drawn)

@@ -27,9 +27,9 @@ from pathlib import Path
 from stgraph.bench.suite import RunSpec, Suite
 from stgraph.engine.config import DataConfig
 from stgraph.engine.run import check_identity
+from stgraph.engine.run_folder import RunDir
 from stgraph.engine.run_identity import RunIdentityError, expected_data_checksums
 from stgraph.engine.run_lock import RunLockedError, run_lock
-from stgraph.engine.runs import RunDir
 
 BENCH_FILE = "bench.json"
 
