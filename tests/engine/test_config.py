@@ -158,7 +158,7 @@ def test_override_errors(tmp_path):
 @pytest.mark.parametrize(
     "d, match",
     [
-        ({"data": {"task": "krige", "scaler": "station"}}, "data.scaler: 'station' needs a task without target stations"),
+        ({"data": {"task": "krige", "scaler": "station"}}, "data.scaler: 'station' needs a task without target"),
         ({"split": {"val_months": [2]}}, "split.val_months needs split.test_months"),
         ({"split": {"test_months": [3], "val_months": [3, 4]}}, r"share months \[3\]"),
         ({"split": {"test_months": [3], "val_months": [13]}}, r"split.val_months: months are 1-12, got \[13\]"),
