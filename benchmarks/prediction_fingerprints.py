@@ -6,6 +6,9 @@ seed 0, predict the contract batch in eval mode and in train mode (seeded), take
 on the contract's loss (the model's own ``training_loss`` if it has one), predict again, and hash
 the bytes of every output tensor (SHA-256 of ``src``, ``tgt`` and any samples).
 
+``--engine`` adds whole runs through the engine (training, validation, evaluation) on synthetic
+stations for a few (model, task) pairs, hashing their metrics and predictions.
+
 Run it at two commits on the same machine and compare the files:
 
     python benchmarks/prediction_fingerprints.py --out before.json   # at the old commit
@@ -76,10 +79,52 @@ def fingerprint(name: str, task: str) -> dict[str, str]:
     return out
 
 
+ENGINE_CASES = [("idw", "krige"), ("ignnk", "krige"), ("stgcn", "forecast"), ("grin", "reconstruct"),
+                ("diffrecon", "reconstruct"), ("amlsg", "krige")]
+
+
+def engine_fingerprint(name: str, task: str, out: Path) -> dict[str, str]:
+    """One short run of ``name`` on ``task`` over synthetic stations: digests of its metrics and
+    predictions (wall times left out)."""
+    import numpy as np
+
+    from stgraph.engine.config import config_from_dict
+    from stgraph.engine.run import run_experiment
+    from stgraph.testing import synthetic_stations
+
+    data = synthetic_stations(num_nodes=12, num_steps=24 * 12, num_channels=2, seed=5)
+    hp = {k: v for k, v in TINY[name].items() if k != "num_threads"}
+    cfg = config_from_dict(
+        {
+            "name": f"{name}-{task}",
+            "data": {"target_channels": ["x0"], "task": task, "window": 12, "horizon": 4, "eval_steps": [1, 4]},
+            "split": {"method": "kfold", "n_folds": 4, "fold": 0, "val": 2, "pattern_ratio": 0.3},
+            "model": {"name": name, "hparams": hp},
+            "train": {"batch_size": 8, "steps": 12, "val_every": 6, "max_eval_windows": 48, "seed": 0},
+        }
+    )
+    run, metrics = run_experiment(cfg, out, data=data, progress=False)
+
+    def strip(d):
+        if isinstance(d, dict):
+            return {k: strip(v) for k, v in d.items() if "second" not in k and "wall" not in k}
+        return [strip(v) for v in d] if isinstance(d, list) else d
+
+    preds = np.load(run.predictions_path)
+    h = hashlib.sha256()
+    for k in sorted(preds.files):
+        h.update(np.ascontiguousarray(preds[k]).tobytes())
+    return {
+        "metrics": hashlib.sha256(json.dumps(strip(metrics), sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "predictions": h.hexdigest()[:16],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path)
     ap.add_argument("--compare", nargs=2, type=Path)
+    ap.add_argument("--engine", type=Path, help="also run ENGINE_CASES through the engine into this folder")
     args = ap.parse_args()
     if args.compare:
         a, b = (json.loads(p.read_text()) for p in args.compare)
@@ -93,6 +138,12 @@ def main() -> None:
             result[f"{name}/{task}"] = fingerprint(name, task)
         except Exception as e:  # a model that needs a fit context: its error is part of the fingerprint
             result[f"{name}/{task}"] = {"error": f"{type(e).__name__}: {e}"}
+    if args.engine:
+        for name, task in ENGINE_CASES:
+            try:
+                result[f"engine:{name}/{task}"] = engine_fingerprint(name, task, args.engine)
+            except Exception as e:
+                result[f"engine:{name}/{task}"] = {"error": f"{type(e).__name__}: {e}"}
     text = json.dumps(result, indent=1, sort_keys=True)
     if args.out:
         args.out.write_text(text + "\n")

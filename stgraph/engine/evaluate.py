@@ -7,16 +7,70 @@ their samples at the scored cells; the run keeps per-cell CRPS and the 5/50/95 %
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from stgraph.data.windows import first_cover_cut
+from stgraph.data.windows import Windows, first_cover_cut
 from stgraph.engine.chunked import chunked_forward
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.metrics import daily_means, summarize_metrics
 from stgraph.engine.probabilistic import crps_from_samples
+from stgraph.engine.tasks.base import Scored
 from stgraph.models.base import Prediction, StationModel
 from stgraph.ops.quantiles import QUANTILE_LEVELS, sample_quantiles
+
+
+@dataclass
+class EvalBatch:
+    """One batch of an evaluation pass, standardised inputs and the model's answer.
+
+    Attributes:
+        w: the input windows (standardised). pred: the model's :class:`Prediction`.
+        covered: (N_src,) bool visible stations the chunked forward predicted.
+        y, m: (B, H, N, C_out) the output truth (original units, or standardised) and its mask.
+        groups: every scored group (:meth:`~stgraph.engine.tasks.Task.scored_groups`), standardised
+            predictions against that truth.
+        samples: per group, (S, B, H, N_g, C_out) standardised samples, or None (a point model, or
+            not asked for).
+    """
+
+    w: Windows
+    pred: Prediction
+    covered: torch.Tensor
+    y: torch.Tensor
+    m: torch.Tensor
+    groups: dict[str, Scored]
+    samples: dict[str, torch.Tensor] | None
+
+
+def evaluation_batches(
+    model: StationModel,
+    exp: Experiment,
+    period: str,
+    role: str,
+    max_windows: int | None,
+    *,
+    scaled_truth: bool = False,
+    samples: bool = True,
+) -> Iterator[EvalBatch]:
+    """The one evaluation pass, shared by validation (:func:`stgraph.engine.trainer.validate`) and
+    prediction (:func:`predict`): every window of ``period`` (at most ``max_windows``, evenly
+    spaced), ``role`` stations hidden and train-role ones visible, forwarded in target chunks
+    (:func:`~stgraph.engine.chunked.chunked_forward`), scored group by group. The model is put in
+    eval mode; call under ``torch.no_grad()``."""
+    model.eval()
+    inputs, truth = exp.eval_windows(period, max_windows, scaled_truth=scaled_truth)
+    src, tgt = exp.roles(role)
+    for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
+        w, wt = inputs[idx], truth[idx]
+        pred, covered = chunked_forward(model, exp, w, src, tgt)  # targets in chunks: train.eval_target_chunk
+        y, m, _ = exp.out_window(wt)
+        groups = exp.task.scored_groups(pred, y, m, src, tgt, w.start)
+        sampled = _scored_samples(exp, pred, y, m, src, tgt, w.start) if samples else None
+        yield EvalBatch(w, pred, covered, y, m, groups, sampled)
 
 
 @torch.no_grad()
@@ -35,8 +89,6 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     its pattern removed) add ``pred_<group>``/``true_<group>``/``mask_<group>`` and
     ``stations_<group>`` (and, for a probabilistic model, ``crps_<group>``/``quantiles_<group>``).
     """
-    model.eval()
-    inputs, truth = exp.eval_windows(period, exp.cfg.train.max_eval_windows)
     src, tgt = exp.roles(role)
     scored_nodes = src if exp.task.scores_visible else tgt
     mean, std = unscaling(exp, scored_nodes)  # (C_out,) per channel, (N_role, C_out) per station
@@ -48,15 +100,10 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
     prob = {"crps": [], "quantiles": []}
     num_samples = set()  # S of each batch's samples
     prob.update({f"{k}_{g}": [] for g in extra for k in ("crps", "quantiles")})
-    bs = exp.cfg.train.batch_size * 4
-    for idx in torch.arange(len(inputs)).split(bs):
-        w, wt = inputs[idx], truth[idx]
-        pred, covered = chunked_forward(model, exp, w, src, tgt)  # targets in chunks: train.eval_target_chunk
-        y, m, _ = exp.out_window(wt)
-        groups = exp.task.scored_groups(pred, y, m, src, tgt, w.start)
-        p, ys, ms = groups["hidden"]
-        sampled = _scored_samples(exp, pred, y, m, src, tgt, w.start)
-        samples = None if sampled is None else sampled["hidden"]
+    for eb in evaluation_batches(model, exp, period, role, exp.cfg.train.max_eval_windows):
+        w, pred, covered = eb.w, eb.pred, eb.covered
+        p, ys, ms = eb.groups["hidden"]
+        samples = None if eb.samples is None else eb.samples["hidden"]
         if samples is not None:
             num_samples.add(int(samples.shape[0]))
             _add_probabilistic(prob, "", samples * std + mean, ys, ms, exp.cfg.data.daily)
@@ -69,13 +116,13 @@ def predict(model: StationModel, exp: Experiment, period: str = "test", role: st
         out["mask_visible"].append(mv[:, :, src] & covered.view(1, 1, -1, 1))
         out["start"].append(w.start)
         for g in extra:
-            pg, yg, mg = groups[g]
+            pg, yg, mg = eb.groups[g]
             mean_g, std_g = group_scale[g]
             out[f"pred_{g}"].append(pg * std_g + mean_g)
             out[f"true_{g}"].append(yg)
             out[f"mask_{g}"].append(mg)
-            if sampled is not None:
-                _add_probabilistic(prob, f"_{g}", sampled[g] * std_g + mean_g, yg, mg, exp.cfg.data.daily)
+            if eb.samples is not None:
+                _add_probabilistic(prob, f"_{g}", eb.samples[g] * std_g + mean_g, yg, mg, exp.cfg.data.daily)
     arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
     span = exp.cfg.data.window + exp._horizon
     if exp.task.aligned and exp.cfg.data.eval_stride >= span:  # each cell once: the first window's

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stgraph.engine import distributed
-from stgraph.engine.chunked import chunked_forward
+from stgraph.engine.evaluate import evaluation_batches
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.learning_curve import write_learning_curve
 from stgraph.engine.run_folder import RunDir, atomic_torch_save, load_checkpoint
@@ -72,22 +72,25 @@ def _validate(model: StationModel, exp: Experiment) -> float:
     model.eval()
     tc = exp.cfg.train
     budget = tc.max_eval_windows if tc.max_val_windows is None else tc.max_val_windows
-    inputs, truth = exp.eval_windows("val", budget, scaled_truth=True)
     src, tgt = exp.roles("val")
     task = exp.task
-    if (len(tgt) == 0 and not task.scores_visible) or len(inputs) == 0:
+    if (len(tgt) == 0 and not task.scores_visible) or not exp.periods.period("val").any():
         raise ValueError("validation needs val-role stations and a val period with at least one window")
     groups = task.groups
     if tc.val_score == "loss":
+        inputs, truth = exp.eval_windows("val", budget, scaled_truth=True)
+        if len(inputs) == 0:
+            raise ValueError("validation needs val-role stations and a val period with at least one window")
         return _validation_loss(model, exp, inputs, truth, src, tgt)
-    err, count = dict.fromkeys(groups, 0.0), dict.fromkeys(groups, 0.0)
-    for idx in torch.arange(len(inputs)).split(exp.cfg.train.batch_size * 4):
-        pred = chunked_forward(model, exp, inputs[idx], src, tgt)[0]
-        y, m, _ = exp.out_window(truth[idx])
-        for g, (p, yg, mg) in task.scored_groups(pred, y, m, src, tgt, inputs[idx].start).items():
+    err, count, batches = dict.fromkeys(groups, 0.0), dict.fromkeys(groups, 0.0), 0
+    for eb in evaluation_batches(model, exp, "val", "val", budget, scaled_truth=True, samples=False):
+        batches += 1
+        for g, (p, yg, mg) in eb.groups.items():
             mg = mg.float()
             err[g] += float(((p - yg).abs() * mg).sum())
             count[g] += float(mg.sum())
+    if not batches:
+        raise ValueError("validation needs val-role stations and a val period with at least one window")
     empty = [g for g in groups if count[g] == 0]
     if empty:
         raise ValueError(f"the val period holds no scored cell ({', '.join(empty)})")
