@@ -20,6 +20,7 @@ MODELS: dict[str, str] = {
     "stgcn": "stgraph.models.stgcn:STGCN:STGCNParams",
     "ignnk": "stgraph.models.ignnk:IGNNK:IGNNKParams",
     "grin": "stgraph.models.grin:GRIN:GRINParams",
+    "spin": "stgraph.models.spin:SPIN:SPINParams",
     # two-stage conditional diffusion (Diffusion-C on the visible stations, Diffusion-F on the targets)
     "diffrecon": "stgraph.models.diffrecon:DiffRecon:DiffReconParams",
     # spatial interpolators

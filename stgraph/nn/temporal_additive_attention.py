@@ -1,0 +1,108 @@
+"""SPIN's sparse spatiotemporal attention layer (Marisca, Cini, Alippi, "Learning to Reconstruct
+Missing Data from Spatiotemporal Graphs with Sparse Observations", NeurIPS 2022, §4).
+
+Every (node i, step t) token is updated from the tokens (j, s) of its graph neighbours j at every
+step s of the window (cross attention along each edge), and from its own node's tokens at the
+other steps (temporal self-attention), with *additive* attention: for a target token h_i^t and
+a source token h_j^s,
+
+    m = MLP(PReLU(W_src h_j^s + W_tgt h_i^t)),   a = softmax_s(w^T m),   r_{j->i}^t = Σ_s a m,
+
+and the node's update is ``LayerNorm(Σ_j r_{j->i} + r_{i->i} + W_skip h_i)``. Only tokens that
+are allowed to speak are keys: while ``mask_spatial`` (SPIN's first ``eta`` layers) a neighbour
+speaks only at its observed steps, and the self-attention never attends a token's own step and
+(``mask_temporal``) only the node's observed steps. A target with no allowed key receives 0.
+
+Shapes: h (B, W, N, d), observed (B, W, N) bool, edge_index (2, E) rows (source j, receiver i).
+Vectorised over batch, steps, edges and nodes: the attention tensors are (B, W_t, W_s, E, d).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AdditiveTemporalAttention(nn.Module):
+    """Additive attention of target sequences over source sequences along time.
+
+    ``forward(target, source, key_mask, pair_mask)``: target (B, T, E, d) and source (B, S, E, d)
+    are the token sequences at the two ends of each of E pairs; key_mask (B, S, E) bool says which
+    source tokens may be attended; pair_mask (T, S) bool or None forbids (target step, source
+    step) pairs. Returns (B, T, E, d): each target token's attention-weighted message, 0 where it
+    has no allowed key.
+    """
+
+    def __init__(self, d: int, msg_layers: int = 1):
+        super().__init__()
+        self.lin_src = nn.Linear(d, d)
+        self.lin_tgt = nn.Linear(d, d, bias=False)
+        layers: list[nn.Module] = [nn.PReLU(init=0.2)]
+        for _ in range(msg_layers):
+            layers += [nn.Linear(d, d), nn.PReLU(init=0.2)]
+        layers.append(nn.Linear(d, d))
+        self.msg = nn.Sequential(*layers)
+        self.gate = nn.Linear(d, 1, bias=False)
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def forward(
+        self, target: torch.Tensor, source: torch.Tensor, key_mask: torch.Tensor, pair_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        e = self.lin_tgt(target).unsqueeze(2) + self.lin_src(source).unsqueeze(1)  # (B, T, S, E, d)
+        msg = self.msg(e)
+        score = self.gate(msg).squeeze(-1)  # (B, T, S, E)
+        allowed = key_mask.unsqueeze(1)  # (B, 1, S, E)
+        if pair_mask is not None:
+            allowed = allowed & pair_mask[None, :, :, None]
+        score = score.masked_fill(~allowed, float("-inf"))
+        alpha = torch.softmax(score, dim=2)
+        alpha = torch.where(allowed, alpha, torch.zeros_like(alpha))  # rows with no key: 0, not NaN
+        return (alpha.unsqueeze(-1) * msg).sum(2)  # (B, T, E, d)
+
+
+class SparseSpatiotemporalAttention(nn.Module):
+    """One SPIN layer (the official ``TemporalGraphAdditiveAttention``): cross attention along
+    every edge, temporal self-attention, a skip and a LayerNorm (see the module docstring)."""
+
+    def __init__(self, d: int, msg_layers: int = 1, temporal_self_attention: bool = True):
+        super().__init__()
+        self.cross = AdditiveTemporalAttention(d, msg_layers)
+        self.self_attention = AdditiveTemporalAttention(d, msg_layers) if temporal_self_attention else None
+        self.skip = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.cross.reset_parameters()
+        if self.self_attention is not None:
+            self.self_attention.reset_parameters()
+        self.skip.reset_parameters()
+        nn.init.zeros_(self.skip.bias)
+        self.norm.reset_parameters()
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        observed: torch.Tensor,
+        edge_index: torch.Tensor,
+        *,
+        mask_spatial: bool,
+        mask_temporal: bool = True,
+    ) -> torch.Tensor:
+        # h: [batch, steps, nodes, d]; observed: [batch, steps, nodes]
+        _, w, n, _ = h.shape
+        src, dst = edge_index
+        out = torch.zeros_like(h)
+        if src.numel():
+            keys = observed[:, :, src] if mask_spatial else torch.ones_like(observed[:, :, src])
+            msg = self.cross(h[:, :, dst], h[:, :, src], keys, None)  # (B, W, E, d)
+            out = out.index_add(2, dst, msg)  # sum over in-edges
+        if self.self_attention is not None:
+            keys = observed if mask_temporal else torch.ones_like(observed)
+            not_self = ~torch.eye(w, dtype=torch.bool, device=h.device)
+            out = out + self.self_attention(h, h, keys, not_self)
+        return self.norm(out + self.skip(h))
