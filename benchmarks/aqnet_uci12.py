@@ -158,10 +158,14 @@ def main() -> None:
     ]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text("\n".join(lines) + "\n")
+    from stgraph.engine.run_folder import environment_record
+
+    code_commit = environment_record(seed=0, knn_backend="").get("git_commit")
     (args.results.with_suffix(".json")).write_text(
         json.dumps(
             [
                 {k: v for k, v in r.items() if k != "metrics"}
+                | {"git_commit": code_commit}
                 | {
                     "hidden": r["metrics"]["test"]["hidden"]["overall"],
                     "visible": r["metrics"]["test"]["visible"]["overall"],

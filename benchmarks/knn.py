@@ -191,7 +191,11 @@ def write_markdown(rows: list[dict], mach: dict, args) -> None:
         if (n, "torch_cluster") in timed and (n, "ckdtree") in timed:
             lines.append(f"- N = {n:,d}: {timed[(n, 'torch_cluster')] / timed[(n, 'ckdtree')]:.2f}")
     args.out.write_text("\n".join(lines) + "\n")
-    (args.out.with_suffix(".json")).write_text(json.dumps({"machine": mach, "rows": rows}, indent=2))
+    from stgraph.engine.run_folder import environment_record
+
+    env = environment_record(seed=0, knn_backend="")
+    code = {k: env.get(k) for k in ("git_commit", "git_dirty", "code_tree", "code_dirty")}
+    (args.out.with_suffix(".json")).write_text(json.dumps({"machine": mach, "code": code, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
 
 
