@@ -40,6 +40,7 @@ from stgraph.engine.learning_curve import write_learning_curve
 from stgraph.engine.run_folder import RunDir, atomic_torch_save, load_checkpoint
 from stgraph.engine.station_batches import StationBatcher
 from stgraph.engine.tasks import LossTerm, TrainingView
+from stgraph.engine.tensorboard_log import TensorBoardLog
 from stgraph.models.base import Prediction, StationModel
 from stgraph.ops.losses import LOSSES
 
@@ -211,6 +212,7 @@ def train_model(
     batcher = StationBatcher(exp)  # train.subgraph_size: windows cut for the batch's stations only
     initial_path = run.path / "initial.pt"
     main = distributed.is_main()  # only rank 0 writes (one process: always)
+    board = TensorBoardLog(run.path, resume_step=state["step"]) if tc.tensorboard and main else None
     if "initial_val" not in state:  # the model before any step is a candidate for best.pt too
         state["initial_val"] = validate(model, exp) if state["epoch"] == 0 else float("inf")
         if main:
@@ -263,18 +265,19 @@ def train_model(
         distributed.barrier()  # every rank sees the checkpoints before going on
         if not main:
             continue
-        run.append_log(
-            {
-                "epoch": epoch + 1,
-                "step": state["step"],
-                "train_loss": total / max(seen, 1),
-                "val_mae_scaled": val_mae,
-                "lr": lr_now,
-                "epoch_seconds": train_time,
-                "windows_per_second": seen / max(train_time, 1e-9),
-                "improved": improved,
-            }
-        )
+        record = {
+            "epoch": epoch + 1,
+            "step": state["step"],
+            "train_loss": total / max(seen, 1),
+            "val_mae_scaled": val_mae,
+            "lr": lr_now,
+            "epoch_seconds": train_time,
+            "windows_per_second": seen / max(train_time, 1e-9),
+            "improved": improved,
+        }
+        run.append_log(record)
+        if board is not None:
+            board.add(record)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     if state["initial_val"] < state["best_val"]:  # training never beat it
@@ -283,6 +286,8 @@ def train_model(
         state.update(best_val=state["initial_val"], best_epoch=0, best_step=0)
     distributed.barrier()
     log = run.read_log()
+    if board is not None:
+        board.close()
     if main:
         if not tc.score_initial:  # else the run scores it on test, then removes it
             initial_path.unlink(missing_ok=True)

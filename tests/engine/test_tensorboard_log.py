@@ -1,0 +1,31 @@
+"""``train.tensorboard``: the training log's records as TensorBoard scalars, a resumed run's
+later events purged."""
+
+import pytest
+
+from stgraph.engine.config import config_from_dict
+from stgraph.engine.run import run_experiment
+from stgraph.engine.tensorboard_log import TENSORBOARD_DIR
+from stgraph.testing import synthetic_stations
+
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+
+def test_training_curves_are_written_as_tensorboard_scalars(tmp_path):
+    data = synthetic_stations(num_nodes=10, num_steps=24 * 8, seed=2)
+    cfg = config_from_dict(
+        {
+            "data": {"target_channels": ["x0"], "task": "krige", "window": 12, "eval_steps": []},
+            "split": {"method": "kfold", "n_folds": 4, "fold": 0, "val": 2},
+            "model": {"name": "ignnk", "hparams": {"hidden_channels": 8, "k": 3}},
+            "train": {"batch_size": 8, "steps": 12, "val_every": 4, "max_eval_windows": 16, "tensorboard": True},
+        }
+    )
+    run, _ = run_experiment(cfg, tmp_path, data=data, progress=False)
+    acc = event_accumulator.EventAccumulator(str(run.path / TENSORBOARD_DIR))
+    acc.Reload()
+    log = run.read_log()
+    val = acc.Scalars("validation/score")
+    assert len(log) >= 2 and [e.step for e in val] == [r["step"] for r in log]
+    assert [e.value for e in val] == pytest.approx([r["val_mae_scaled"] for r in log], rel=1e-6)
+    assert {"loss/train", "lr", "speed/windows_per_second"} <= set(acc.Tags()["scalars"])
