@@ -177,7 +177,8 @@ def _benchmark(args) -> int:
         f"{len(todo)} to run on {workers} worker(s)"
     )
     t0 = time.perf_counter()
-    run_suite(suite, args.out, workers=workers, threads=args.threads, on_done=report)
+    run_suite(suite, args.out, workers=workers, threads=args.threads, on_done=report, executor=args.executor,
+              address=args.address)  # fmt: skip
     md, _ = write_leaderboard(full, args.out)  # every finished run of the suite, not only this selection's
     print(f"\n{md}")
     if not args.no_maps:
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output folder (runs/, leaderboard.md/.csv, maps/); reruns resume")
     b.add_argument("--workers", type=int, help="parallel worker processes (0: in this process; default: suite's)")
     b.add_argument("--threads", type=int, help="torch threads per worker (default: cores // workers)")
+    b.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local: a pool of worker processes; dask: one Dask task per run (LocalCluster or --address)")
+    b.add_argument("--address", help="with --executor dask: an existing scheduler, e.g. tcp://10.0.0.5:8786")
     b.add_argument("--models", help="comma-separated subset of the suite's model rows")
     b.add_argument("--tasks", help="comma-separated subset of the suite's tasks")
     b.add_argument("--folds", help="comma-separated subset of folds, e.g. 0,1")

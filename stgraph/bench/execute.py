@@ -7,6 +7,13 @@ dataset once and keeps it for the runs it is given, and sets torch to ``threads`
 (no orphan keeps training after Ctrl-C or ``kill``), and each run holds a lock on its folder, so
 two invocations on the same ``OUT`` never train the same run at once. A run's wall time is
 recorded in its ``bench.json``.
+
+``executor="dask"`` sends each run as one task to a Dask cluster instead: a ``LocalCluster`` of
+``workers`` processes on this machine, or an existing scheduler at ``address`` (for instance one
+that ``dask-jobqueue`` started on Slurm or PBS nodes). A run is the same function either way
+(:func:`execute`: lock, resume, train, evaluate, ``bench.json``), so a suite gives the same
+numbers on the local pool and on Dask, and an interrupted suite resumes on either. The output
+folder must be reachable by every worker under the same path (a shared file system).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from stgraph.engine.run_identity import RunIdentityError, expected_data_checksum
 from stgraph.engine.run_lock import RunLockedError, run_lock
 
 BENCH_FILE = "bench.json"
+EXECUTORS = ("local", "dask")
 
 
 def run_root(out: str | Path, spec: RunSpec) -> tuple[Path, str]:
@@ -124,16 +132,27 @@ def run_suite(
     workers: int = 1,
     threads: int | None = None,
     on_done: Callable[[RunSpec, dict], None] | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[RunSpec]:
     """Run every unfinished run of ``suite`` into ``out``; returns the runs executed now.
 
-    ``workers=0`` runs in this process (tests, debugging); otherwise a pool of spawned workers.
-    ``threads`` per worker defaults to ``cpu_count // workers`` (at least 1).
+    ``workers=0`` runs in this process (tests, debugging); otherwise a pool of spawned workers
+    (``executor="local"``) or a Dask cluster (``executor="dask"``: a ``LocalCluster`` of
+    ``workers`` processes, or the scheduler at ``address``). ``threads`` per worker defaults to
+    ``cpu_count // workers`` (at least 1).
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    if address and executor != "dask":
+        raise ValueError("a scheduler address needs executor 'dask'")
     out = Path(out)
     todo = [s for s in suite.runs if not is_finished(out, s)]
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    if executor == "dask" and todo:
+        _run_on_dask(todo, out, threads, workers, address, on_done)
+        return todo
     if workers == 0 or len(todo) <= 1:
         for spec in todo:
             info = execute(spec, str(out), threads)
@@ -154,3 +173,37 @@ def run_suite(
                 f.cancel()
             raise
     return todo
+
+
+def _run_on_dask(
+    todo: list[RunSpec],
+    out: Path,
+    threads: int,
+    workers: int,
+    address: str | None,
+    on_done: Callable[[RunSpec, dict], None] | None,
+) -> None:
+    """Every run of ``todo`` as one Dask task (:func:`execute`), on the scheduler at ``address``
+    or on a LocalCluster of ``max(workers, 1)`` single-threaded worker processes."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as e:
+        raise ImportError("executor 'dask' needs dask's distributed scheduler: pip install 'dask[distributed]'") from e
+    with contextlib.ExitStack() as stack:
+        if address:
+            client = stack.enter_context(Client(address))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True, dashboard_address=None)
+            )
+            client = stack.enter_context(Client(cluster))
+        futures = {client.submit(execute, spec, str(out), threads, key=f"stgraph-{spec.name}", pure=False): spec
+                   for spec in todo}  # fmt: skip
+        try:
+            for fut in as_completed(list(futures)):
+                info = fut.result()  # a failed run stops the suite with its error; finished runs stay
+                if on_done:
+                    on_done(futures[fut], info)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
