@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from stgraph.data.readers import read_long_table
 from stgraph.datasets import get_card, list_datasets, load_dataset
@@ -112,6 +113,20 @@ def _print_metrics(metrics: dict) -> None:
         print(line)
 
 
+def _tune(args) -> int:
+    from stgraph.bench.tune import BEST_FILE, tune
+    from stgraph.engine.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    result = tune(cfg, args.out, trials=args.trials, steps=args.budget, seed=args.seed)
+    print(
+        f"{result['trials']} trials ({result['pruned']} pruned), {result['steps_per_trial']} steps each; best "
+        f"validation {result['best_value']:.4f} (trial {result['best_trial']}): {result['best_params']}"
+    )
+    print(f"best config: {Path(args.out) / BEST_FILE}; study: {Path(args.out) / 'study.db'}")
+    return 0
+
+
 def _train(args) -> int:
     from stgraph.engine import distributed
     from stgraph.engine.config import load_config
@@ -214,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", help="run folder name (default: the config's name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+    u = sub.add_parser("tune", help="tune a config's model on validation stations (Optuna, equal trial budgets)")
+    u.add_argument("config", help="YAML experiment config")
+    u.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (resumes)")
+    u.add_argument("--budget", type=int, help="optimiser steps per trial (train.steps; default: the config's)")
+    u.add_argument("--out", required=True, help="study folder: study.db, trials/, best.yaml")
+    u.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    u.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. model.name=ignnk")
+    u.set_defaults(func=_tune)
     e = sub.add_parser("evaluate", help="re-evaluate a run folder from its config and best checkpoint")
     e.add_argument("run_dir")
     e.set_defaults(func=_evaluate)

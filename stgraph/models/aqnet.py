@@ -48,6 +48,7 @@ from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.readout import idw_readout
+from stgraph.models.search import FloatRange, IntRange
 from stgraph.nn.encoder import LSTMAttentionEncoder
 from stgraph.nn.neural_knn import NeuralKNNInterpolation
 from stgraph.ops.lerp import lerp_in_time
@@ -145,6 +146,13 @@ class AQNet(_AQNetBase):
     """
 
     GATE_FEATURES = 3  # observed (or: has a past observation), log gap / age, no observation at all
+
+    search_space = {
+        "hidden_channels": IntRange(16, 128, log=True),
+        "num_layers": IntRange(1, 3),
+        "dropout": FloatRange(0.0, 0.3),
+        "k": IntRange(5, 30),
+    }
 
     def __init__(self, sizes: DataSizes, params: AQNetParams | None = None):
         params = params or AQNetParams()

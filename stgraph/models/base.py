@@ -69,6 +69,7 @@ class StationModel(nn.Module):
     tasks: frozenset[str] = frozenset(TASKS)
     fits: bool = False  # True: the engine calls ``fit(ctx)`` before (or instead of) gradient training
     predict_std: bool = False  # set True to ask a Gaussian model for Prediction.std_tgt (costs a solve)
+    search_space: dict = {}  # hyper-parameter -> stgraph.models.search range, for ``stgraph tune``
 
     def fit(self, ctx: FitContext) -> dict:
         """Closed-form / search fitting on training data (and selection on validation), called by

@@ -59,6 +59,7 @@ from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs, union_observed
+from stgraph.models.search import IntRange
 from stgraph.nn.dcgru import DCGRUCell
 from stgraph.nn.diffusion_conv import DiffusionSupports, check_recursion, make_supports
 
@@ -117,6 +118,12 @@ class DCRNN(StationModel):
     Shapes: see :class:`~stgraph.models.base.GraphBatch`; returns (B, H, N_src, C_out) and
     (B, H, N_tgt, C_out). Internally node-first: sequences (N, T, B, C), states (N, B, H).
     """
+
+    search_space = {
+        "hidden_channels": IntRange(16, 128, log=True),
+        "max_diffusion_step": IntRange(1, 3),
+        "k": IntRange(4, 16),
+    }
 
     def __init__(self, sizes: DataSizes, params: DCRNNParams | None = None):
         super().__init__(sizes)

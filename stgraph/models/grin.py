@@ -54,6 +54,7 @@ from torch import nn
 from stgraph.models.anchors import anchor_prediction, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs
+from stgraph.models.search import IntRange
 from stgraph.nn.diffusion_conv import make_supports
 from stgraph.nn.grin_cell import GRIL
 
@@ -81,6 +82,7 @@ class GRIN(StationModel):
     time-first and node-first: sequences (W, N, B, C).
     """
 
+    search_space = {"hidden_channels": IntRange(16, 128, log=True), "kernel_size": IntRange(1, 3), "k": IntRange(4, 16)}
     tasks = frozenset({"krige", "impute", "reconstruct"})
 
     def __init__(self, sizes: DataSizes, params: GRINParams | None = None):

@@ -54,6 +54,7 @@ from torch import nn
 from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs, union_observed
+from stgraph.models.search import IntRange
 from stgraph.nn.diffusion_conv import DiffusionConv, make_supports
 
 INPUTS = ("target", "all")
@@ -104,6 +105,8 @@ class IGNNK(StationModel):
     Shapes: see :class:`~stgraph.models.base.GraphBatch`; node features (B, N, F) (see
     :func:`node_features`) -> (B, N, H * C_out); returns (B, H, N_src, C_out) and (B, H, N_tgt, C_out).
     """
+
+    search_space = {"hidden_channels": IntRange(32, 256, log=True), "order": IntRange(1, 3), "k": IntRange(4, 16)}
 
     def __init__(self, sizes: DataSizes, params: IGNNKParams | None = None):
         super().__init__(sizes)

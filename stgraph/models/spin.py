@@ -48,6 +48,7 @@ from torch import nn
 
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs
+from stgraph.models.search import IntRange
 from stgraph.nn.st_pointformer import LatLonEncoding
 from stgraph.nn.temporal_additive_attention import SparseSpatiotemporalAttention
 
@@ -87,6 +88,7 @@ class SPIN(StationModel):
     tgt (B, W, N_tgt, C_out), and ``num_layers - 1`` ``aux`` estimates of the same shapes.
     """
 
+    search_space = {"hidden_channels": IntRange(16, 64, log=True), "num_layers": IntRange(2, 5), "k": IntRange(4, 12)}
     tasks = frozenset({"impute", "krige", "reconstruct"})
 
     def __init__(self, sizes: DataSizes, params: SPINParams | None = None):

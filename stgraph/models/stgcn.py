@@ -73,6 +73,7 @@ from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.anchors import anchor_prediction, keep_observed, resolve_anchor
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.inductive import split_outputs, union_graph, union_inputs
+from stgraph.models.search import FloatRange, IntRange
 from stgraph.nn.cheb_conv import ChebConv, fast_laplacian, scaled_laplacian
 
 
@@ -186,6 +187,11 @@ class STGCN(StationModel):
     (B, H, N_tgt, C_out).
     """
 
+    search_space = {
+        "hidden_channels": IntRange(16, 128, log=True),
+        "dropout": FloatRange(0.0, 0.5),
+        "k": IntRange(4, 16),
+    }
     tasks = frozenset({"forecast", "krige", "impute", "reconstruct"})
 
     def __init__(self, sizes: DataSizes, params: STGCNParams | None = None):

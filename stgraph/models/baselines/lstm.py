@@ -20,6 +20,7 @@ from torch import nn
 from stgraph.data.encodings import CYCLIC_FEATURES
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.readout import readout_prediction, station_series
+from stgraph.models.search import IntRange
 
 
 @dataclass
@@ -41,6 +42,7 @@ class LSTMForecaster(StationModel):
     """
 
     learns_interpolation = False
+    search_space = {"hidden_channels": IntRange(16, 128, log=True), "num_layers": IntRange(1, 3)}
     tasks = frozenset({"forecast"})
 
     def __init__(self, sizes: DataSizes, params: LSTMParams | None = None):
