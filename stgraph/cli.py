@@ -138,6 +138,8 @@ def _train(args) -> int:
     if not distributed.is_main():
         return 0
     print(f"run folder {run.path}")
+    if (run.path / "tensorboard").is_dir():
+        print(f"training curves: tensorboard --logdir {run.path / 'tensorboard'}")
     _print_metrics(metrics)
     return 0
 

@@ -231,8 +231,8 @@ class TrainConfig:
             one kept), as CSDI and GRIN do.
         score_initial: Also score the untrained model (its anchor: IDW, lerp-kNN ...) on the test
             period, so the run records its gain over it on validation and test (one more evaluation).
-        tensorboard: Also write the training curves as TensorBoard event files in the run's
-            ``tensorboard/`` folder (:mod:`stgraph.engine.tensorboard_log`).
+        tensorboard: Write the training curves as TensorBoard event files in the run's
+            ``tensorboard/`` folder too (:mod:`stgraph.engine.tensorboard_log`); on by default.
         batch_size: Windows per batch.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -292,7 +292,7 @@ class TrainConfig:
     patience_steps: int | None = None
     early_stopping: bool = True
     score_initial: bool = False
-    tensorboard: bool = False
+    tensorboard: bool = True
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-2

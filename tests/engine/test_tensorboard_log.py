@@ -1,14 +1,12 @@
-"""``train.tensorboard``: the training log's records as TensorBoard scalars, a resumed run's
-later events purged."""
+"""``train.tensorboard`` (on by default): the training log's records as TensorBoard scalars."""
 
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from stgraph.engine.config import config_from_dict
 from stgraph.engine.run import run_experiment
 from stgraph.engine.tensorboard_log import TENSORBOARD_DIR
 from stgraph.testing import synthetic_stations
-
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def test_training_curves_are_written_as_tensorboard_scalars(tmp_path):
@@ -18,7 +16,7 @@ def test_training_curves_are_written_as_tensorboard_scalars(tmp_path):
             "data": {"target_channels": ["x0"], "task": "krige", "window": 12, "eval_steps": []},
             "split": {"method": "kfold", "n_folds": 4, "fold": 0, "val": 2},
             "model": {"name": "ignnk", "hparams": {"hidden_channels": 8, "k": 3}},
-            "train": {"batch_size": 8, "steps": 12, "val_every": 4, "max_eval_windows": 16, "tensorboard": True},
+            "train": {"batch_size": 8, "steps": 12, "val_every": 4, "max_eval_windows": 16},
         }
     )
     run, _ = run_experiment(cfg, tmp_path, data=data, progress=False)
