@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION         := 2.13.0
 TORCH_CLUSTER_VERSION := 1.6.3
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench lint docs clean
 
 setup: $(VENV)/.stamp-stgraph
 
@@ -45,9 +45,13 @@ bench: setup
 	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36_steps.yaml --out outputs/bench/aqi36_steps_v3 --result benchmarks/results/aqi36_steps.md --notes benchmarks/notes/aqi36_steps.md
 	$(BIN)/python benchmarks/suite_report.py configs/bench/aqi36_krige.yaml --out outputs/bench/aqi36_krige --result benchmarks/results/aqi36_krige.md --notes benchmarks/notes/aqi36_krige.md
 
+# The documentation site (mkdocs.yml, docs/), built strictly into site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: setup
 	$(BIN)/ruff check stgraph tests benchmarks
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache site
