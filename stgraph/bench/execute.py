@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import functools
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -31,8 +29,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from stgraph.bench.data_cache import dataset, source_key
 from stgraph.bench.suite import RunSpec, Suite
-from stgraph.engine.config import DataConfig
+from stgraph.bench.tune import tuned_suite
 from stgraph.engine.run import check_identity
 from stgraph.engine.run_folder import RunDir
 from stgraph.engine.run_identity import RunIdentityError, expected_data_checksums
@@ -68,19 +67,6 @@ def is_finished(out: str | Path, spec: RunSpec) -> bool:
     return (parent / name / BENCH_FILE).exists() and RunDir(parent / name).is_finished()
 
 
-@functools.lru_cache(maxsize=4)
-def _dataset(source: str):
-    """The data of a suite's ``data`` section (``source``: its dataset fields as JSON), loaded once."""
-    from stgraph.engine.experiment import load_experiment_data
-
-    return load_experiment_data(DataConfig(**json.loads(source)))
-
-
-def _source(dc: DataConfig) -> str:
-    keys = ("dataset", "data_dir", "start", "end", "long", "stations", "reader")
-    return json.dumps({k: getattr(dc, k) for k in keys}, sort_keys=True)
-
-
 def _die_with_parent() -> None:
     """Worker initialiser: on Linux, get SIGTERM when the parent process exits."""
     if sys.platform.startswith("linux"):
@@ -99,7 +85,7 @@ def execute(spec: RunSpec, out: str, threads: int | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     dc = spec.config.data
-    data = _dataset(_source(dc))
+    data = dataset(source_key(dc))
     parent, name = run_root(out, spec)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -147,6 +133,8 @@ def run_suite(
     if address and executor != "dask":
         raise ValueError("a scheduler address needs executor 'dask'")
     out = Path(out)
+    if suite.tune:  # every tunable row tuned per fold first (resumable), its runs then use the best
+        suite = tuned_suite(suite, out, run_trials=True)
     todo = [s for s in suite.runs if not is_finished(out, s)]
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // max(workers, 1))

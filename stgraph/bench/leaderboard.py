@@ -11,6 +11,7 @@ import pandas as pd
 
 from stgraph.bench.execute import BENCH_FILE, is_finished, run_root
 from stgraph.bench.suite import Suite
+from stgraph.bench.tune import tuned_rows, tuned_suite
 
 METRICS = ("mae", "rmse")  # every run has them
 PROBABILISTIC = ("crps", "coverage90")  # runs of probabilistic models add them
@@ -65,6 +66,8 @@ def collect_results(suite: Suite, out: str | Path) -> tuple[pd.DataFrame, pd.Dat
     Runs not finished yet are left out here and counted in the leaderboard's ``n`` column.
     """
     rows, stations = [], []
+    if suite.tune:  # the runs carry their tuned hyper-parameters
+        suite = tuned_suite(suite, out, run_trials=False)
     for spec in suite.runs:
         if not is_finished(out, spec):
             continue
@@ -204,6 +207,14 @@ def write_leaderboard(suite: Suite, out: str | Path) -> tuple[str, pd.DataFrame]
     md += "(still improving: more steps would likely lower the number); ≈ anchor k/n: k of its runs score within 1 % "
     md += "of the same model untrained (for anchored models, their anchor), so training bought nothing on test.\n\n"
     md += leaderboard_table(suite, table, runs)
+    if suite.tune:
+        counts = tuned_rows(suite, out)
+        md += (
+            f"\nTuned before their runs (Optuna, {suite.tune['trials']} trials of {suite.tune['steps']} steps per task "
+            "and station fold, on that fold's validation stations): "
+            + (", ".join(f"`{m}` ({n} studies)" for m, n in sorted(counts.items())) or "none finished yet")
+            + "; the other rows ran with the suite's hyper-parameters.\n"
+        )
     (out / "leaderboard.md").write_text(md, encoding="utf-8")
     table.to_csv(out / "leaderboard.csv", index=False)
     runs.to_csv(out / "runs.csv", index=False)

@@ -34,7 +34,7 @@ from stgraph.engine.config import ConfigError, ExperimentConfig, _parse_yaml, co
 from stgraph.engine.tasks import TASK_CLASSES
 from stgraph.models.registry import get_model_class
 
-SUITE_KEYS = {"name", "description", "base", "tasks", "models", "folds", "seeds", "reference", "workers"}
+SUITE_KEYS = {"name", "description", "base", "tasks", "models", "folds", "seeds", "reference", "workers", "tune"}
 MODEL_KEYS = {"model", "hparams", "train", "data", "tasks", "seeds"}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")  # a task or model label is one folder name below OUT/runs
 
@@ -75,6 +75,7 @@ class Suite:
     description: str = ""
     workers: int | None = None
     source: str = "<dict>"
+    tune: dict | None = None  # {"trials": N, "steps": S}: every tunable row tuned per fold before its runs
 
     def select(self, *, models=None, tasks=None, folds=None, seeds=None) -> Suite:
         """The sub-suite of the given models / tasks / folds / seeds (None: all)."""
@@ -104,6 +105,7 @@ class Suite:
             self.description,
             self.workers,
             self.source,
+            self.tune,
         )
 
 
@@ -174,6 +176,13 @@ def suite_from_dict(d: dict[str, Any], *, source: str = "<dict>") -> Suite:
     runs.sort(key=lambda r: order[r.task])  # task by task (stable: models in suite order within a task)
     reference = d.get("reference") or {}
     _require(isinstance(reference, dict), source, "'reference' must map tasks to {label: MAE}")
+    tune = d.get("tune")
+    if tune is not None:
+        _require(
+            isinstance(tune, dict) and set(tune) == {"trials", "steps"}
+            and all(isinstance(tune[k], int) and tune[k] >= 1 for k in tune),
+            source, "'tune' must be {trials: N, steps: S} with N, S >= 1 (trials per fold, optimiser steps per trial)",
+        )  # fmt: skip
     return Suite(
         name=str(d["name"]),
         runs=runs,
@@ -183,6 +192,7 @@ def suite_from_dict(d: dict[str, Any], *, source: str = "<dict>") -> Suite:
         description=str(d.get("description", "")),
         workers=d.get("workers"),
         source=source,
+        tune=dict(tune) if tune else None,
     )
 
 

@@ -11,13 +11,19 @@ Everything lives in ``OUT``: ``study.db`` (the SQLite study: a second call resum
 only the trials still missing), ``trials/trialNNN/`` (each trial's run folder: config, log,
 checkpoints) and ``best.yaml`` (the base config with the best trial's hyper-parameters, ready for
 ``stgraph train``). The sampler is seeded (TPE, ``seed``), so a study is repeatable.
+
+A suite with ``tune: {trials: N, steps: S}`` tunes every tunable row this way before its runs,
+per task and station fold (:func:`tuned_suite`); its leaderboard says which rows were tuned.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from pathlib import Path
 
+from stgraph.bench.data_cache import dataset, source_key
 from stgraph.data.station_data import StationData
 from stgraph.engine.config import ExperimentConfig, save_config
 from stgraph.engine.fitting import fit_model
@@ -35,8 +41,6 @@ BEST_FILE = "best.yaml"
 def model_space(cfg: ExperimentConfig) -> dict[str, Range]:
     """The searched names and ranges: the model's ``search_space`` as ``hparams.<name>``, plus
     ``train.lr`` for a trained model. A name that is not a field of the model's params is an error."""
-    import dataclasses
-
     cls, params = get_model_class(cfg.model.name)
     fields = {f.name for f in dataclasses.fields(params)}
     bad = sorted(set(cls.search_space) - fields)
@@ -139,3 +143,57 @@ def tune(
         "pruned": sum(s == optuna.trial.TrialState.PRUNED for s in states),
         "steps_per_trial": base.train.steps,
     }
+
+
+TUNING_DIR = "tuning"
+TUNED_FILE = "tuned.json"
+
+
+def tunable(spec_config: ExperimentConfig) -> bool:
+    """Whether a run's model has anything to tune (a search space, or a learning rate)."""
+    cls, _ = get_model_class(spec_config.model.name)
+    return bool(cls.search_space) or cls.trainable
+
+
+def tuned_suite(suite, out: str | Path, *, run_trials: bool):
+    """The suite with every tunable row's runs carrying the hyper-parameters tuned for it.
+
+    With ``suite.tune = {trials, steps}``, each (task, row, fold) is tuned once, on that fold's own
+    validation stations and period (never another fold's, whose validation stations may be this
+    fold's test stations), with ``trials`` trials of ``steps`` optimiser steps, in
+    ``OUT/tuning/TASK/ROW/foldF`` (resumable); all seeds of the fold then run with the best
+    parameters. ``run_trials=False`` (reading results) applies the studies that finished and leaves
+    the others' rows as they are. Returns the suite unchanged when it has no ``tune``."""
+    if not suite.tune:
+        return suite
+    out = Path(out)
+    best: dict[tuple[str, str, int], dict] = {}
+    for spec in suite.runs:
+        key = (spec.task, spec.model, spec.fold)
+        if key in best or not tunable(spec.config):
+            continue
+        folder = out / TUNING_DIR / spec.task / spec.model / f"fold{spec.fold}"
+        done = folder / TUNED_FILE
+        if run_trials and not done.exists():
+            cfg = copy.deepcopy(spec.config)
+            cfg.name = f"{suite.name}-{spec.task}-{spec.model}-fold{spec.fold}"
+            result = tune(cfg, folder, trials=suite.tune["trials"], steps=suite.tune["steps"],
+                          data=dataset(source_key(cfg.data)), seed=spec.config.train.seed)  # fmt: skip
+            done.write_text(json.dumps({**result, **suite.tune}, indent=1, default=str))
+        if done.exists():
+            best[key] = json.loads(done.read_text())["best_params"]
+    runs = [
+        dataclasses.replace(s, config=with_params(s.config, best[(s.task, s.model, s.fold)]))
+        if (s.task, s.model, s.fold) in best
+        else s
+        for s in suite.runs
+    ]
+    return dataclasses.replace(suite, runs=runs)
+
+
+def tuned_rows(suite, out: str | Path) -> dict[str, int]:
+    """Row label -> the number of (task, fold) studies that tuned it (finished ones)."""
+    counts: dict[str, int] = {}
+    for path in (Path(out) / TUNING_DIR).glob(f"*/*/fold*/{TUNED_FILE}"):
+        counts[path.parent.parent.name] = counts.get(path.parent.parent.name, 0) + 1
+    return counts

@@ -2,6 +2,7 @@
 SQLite file, the best configuration written as a config; every declared search space is valid."""
 
 import dataclasses
+import json
 
 import optuna
 import pytest
@@ -70,3 +71,29 @@ def test_nothing_to_tune_is_an_error_and_the_cli_runs(tmp_path, capsys):
     assert main(["tune", str(path), "--trials", "2", "--budget", "4", "--out", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "2 trials" in out and "best config:" in out and (tmp_path / "s" / BEST_FILE).exists()
+
+
+def test_a_suite_tunes_each_tunable_row_per_fold_before_its_runs(tmp_path):
+    from stgraph.bench import run_suite, write_leaderboard
+    from stgraph.bench.tune import TUNED_FILE, TUNING_DIR, tuned_suite
+    from tests.bench.test_bench import small_suite
+
+    suite = small_suite(
+        folds=[0, 1],
+        seeds=[0],
+        tasks={"krige": {"data": {"task": "krige"}}},
+        models={"ignnk": {"hparams": {"hidden_channels": 8, "k": 3}}, "idw": {}},
+        tune={"trials": 2, "steps": 4},
+    )
+    run_suite(suite, tmp_path, workers=0)
+    studies = sorted(p.relative_to(tmp_path / TUNING_DIR).parent for p in (tmp_path / TUNING_DIR).rglob(TUNED_FILE))
+    assert [str(p) for p in studies] == ["krige/ignnk/fold0", "krige/ignnk/fold1"]  # per fold; idw has nothing
+    tuned = tuned_suite(suite, tmp_path, run_trials=False)
+    for spec in tuned.runs:
+        if spec.model == "ignnk":
+            best = json.loads((tmp_path / TUNING_DIR / "krige" / "ignnk" / f"fold{spec.fold}" / TUNED_FILE).read_text())
+            assert spec.config.train.lr == best["best_params"]["train.lr"]
+            assert spec.config.train.steps == suite.runs[0].config.train.steps  # the run keeps its own budget
+    md, _ = write_leaderboard(suite, tmp_path)
+    assert "`ignnk` (2 studies)" in md
+    assert run_suite(suite, tmp_path, workers=0) == []  # resumes: nothing is tuned or run again
