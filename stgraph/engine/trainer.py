@@ -45,13 +45,18 @@ from stgraph.models.base import Prediction, StationModel
 from stgraph.ops.losses import LOSSES
 
 
-def training_step(model: StationModel, exp: Experiment, view: TrainingView, loss_fn) -> torch.Tensor:
-    """The loss of one training batch shaped by the task: the model's :meth:`~StationModel.training_loss`
-    (by default the task's loss of its forward pass)."""
+def training_inputs(exp: Experiment, view: TrainingView) -> tuple:
+    """One training batch shaped by the task and its loss terms ``(which, y, mask, weight)``."""
     batch = exp.batch(view.w, view.src, view.tgt, view.nodes)
     if view.teacher is not None:
         batch.y_src, batch.y_src_mask = view.teacher
-    return model.training_loss(batch, [(t.which, t.y, t.mask, t.weight) for t in view.terms], loss_fn)
+    return batch, [(t.which, t.y, t.mask, t.weight) for t in view.terms]
+
+
+def training_step(model: StationModel, exp: Experiment, view: TrainingView, loss_fn) -> torch.Tensor:
+    """The loss of one training batch shaped by the task: the model's :meth:`~StationModel.training_loss`
+    (by default the task's loss of its forward pass)."""
+    return model.training_loss(*training_inputs(exp, view), loss_fn)
 
 
 @torch.no_grad()
@@ -204,6 +209,7 @@ def train_model(
         state = {**state, **ckpt["state"]}
         kept = [r for r in run.read_log() if r["epoch"] <= state["epoch"]]  # drop a crashed epoch's line
         run.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    objective = distributed.Objective(model)  # under torchrun: DistributedDataParallel (after the resume)
     windows, nodes = exp.train.windows, exp.train.stations
     budget = training_budget(tc, len(windows))
     n_windows, steps_per_epoch = budget.windows_per_round, budget.steps_per_round
@@ -232,10 +238,10 @@ def train_model(
             part = distributed.shard(idx, tc.batch_size)  # several processes: this rank's windows
             view = task.training_view(*batcher.cut(windows, part, nodes, gen), exp.targets, tc, gen)
             opt.zero_grad(set_to_none=True)
-            loss = training_step(model, exp, view, loss_fn) if len(part) else torch.zeros(())
-            if len(part):
-                loss.backward()
-            distributed.average_gradients(model, len(part))  # the global batch's gradient
+            batch, terms = training_inputs(exp, view) if len(part) else (None, [])
+            to_backward, loss = objective(batch, terms, loss_fn, len(part), len(idx))
+            if to_backward.requires_grad:
+                to_backward.backward()  # several processes: DDP's bucketed all-reduce, the global batch's gradient
             if tc.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             opt.step()

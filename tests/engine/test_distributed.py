@@ -15,13 +15,13 @@ from stgraph.engine.trainer import train_model
 from stgraph.testing import synthetic_stations
 
 
-def _cfg(epochs=3):
+def _cfg(epochs=3, windows=32):
     return config_from_dict({
         "name": "ddp",
         "data": {"task": "krige", "window": 8, "stride": 4, "target_channels": ["x0"]},
         "split": {"method": "kfold", "n_folds": 4, "val": 1},
         "model": {"name": "ignnk", "hparams": {"hidden_channels": 8, "order": 1, "k": 3}},
-        "train": {"epochs": epochs, "patience": 10, "batch_size": 8, "max_train_windows": 32, "num_threads": 1,
+        "train": {"epochs": epochs, "patience": 10, "batch_size": 8, "max_train_windows": windows, "num_threads": 1,
                   "grad_clip": 0.0},
     })  # fmt: skip
 
@@ -30,17 +30,18 @@ def _data():
     return synthetic_stations(num_nodes=12, num_steps=24 * 6, missing_rate=0.0)
 
 
-def _worker(rank, world, port, folder, epochs):
+def _worker(rank, world, port, folder, epochs, windows=32):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       OMP_NUM_THREADS="1")  # fmt: skip
     from stgraph.engine import distributed
 
     distributed.init_from_env()
     torch.set_num_threads(1)
-    exp, model = build_experiment(_cfg(epochs), _data())
+    exp, model = build_experiment(_cfg(epochs, windows), _data())
     run = RunDir.create(folder, "ddp")
     summary = train_model(model, exp, run, progress=False)
-    torch.save({"state": model.state_dict(), "summary": summary}, os.path.join(folder, f"rank{rank}.pt"))
+    ddp = type(distributed.Objective(model).ddp).__name__  # what the trainer wraps the objective in
+    torch.save({"state": model.state_dict(), "summary": summary, "ddp": ddp}, os.path.join(folder, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 
 
@@ -50,14 +51,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _spawn(folder, epochs):
-    mp.start_processes(_worker, args=(2, _free_port(), str(folder), epochs), nprocs=2, start_method="spawn")
+def _spawn(folder, epochs, windows=32):
+    mp.start_processes(_worker, args=(2, _free_port(), str(folder), epochs, windows), nprocs=2, start_method="spawn")
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     _spawn(tmp_path, 3)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert r0["ddp"] == r1["ddp"] == "DistributedDataParallel"
     exp, model = build_experiment(_cfg(3), _data())
     single = RunDir.create(tmp_path / "single", "ddp")
     summary = train_model(model, exp, single, progress=False)
@@ -80,3 +82,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     train_model(model, exp, RunDir.create(tmp_path / "single4", "ddp"), progress=False)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(resumed[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_an_uneven_last_batch_and_a_rank_without_windows_still_give_the_global_gradient(tmp_path):
+    """17 windows in batches of 8: the last batch holds one window, so rank 1 has none (a zero loss
+    through DDP) and rank 0's loss is scaled by 2 * 1 / 1; the weights equal one process's."""
+    _spawn(tmp_path, 2, windows=17)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    exp, model = build_experiment(_cfg(2, windows=17), _data())
+    train_model(model, exp, RunDir.create(tmp_path / "single", "ddp"), progress=False)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(r0["state"][k], v, rtol=1e-4, atol=1e-5)
