@@ -1,4 +1,4 @@
-"""The README's figures, from the UCI-12 suite's local outputs (run `make bench` first).
+"""The documentation's figures (docs/figures), from the UCI-12 suite's local outputs (run `make bench` first).
 
     python benchmarks/figures.py      # -> docs/figures/*.png
 """

@@ -83,7 +83,7 @@ def test_train_and_evaluate_on_a_real_slice(tmp_path, capsys):
 
 
 def test_own_network_from_csv_to_leaderboard_with_cli_commands_only(tmp_path, monkeypatch, capsys):
-    """The README's path for a new user: add the files as a dataset, look at it, train a config that
+    """The documented path for a new user (docs/data.md): add the files as a dataset, look at it, train a config that
     names it, train one that names the files inline, and benchmark a suite on it."""
     from tests.datasets.test_user_cards import write_long_table
 

@@ -10,7 +10,7 @@ missing:
 * ``impute`` (every station visible): the evaluation cells are imputed;
 * ``reconstruct``: the visible stations' cells removed by the sparse pattern are imputed; the
   hidden (fine) stations, which PyPOTS cannot represent, get the masked IDW (p = 2) of the
-  imputed visible series (named so in the README; not PyPOTS's).
+  imputed visible series (named so in docs/models.md; not PyPOTS's).
 
 Training (:meth:`PyPOTSImputer.fit`, the engine's ``fit`` hook): the training batches' windows
 with every observed value put back (the task's own hidden cells are PyPOTS's to choose: each

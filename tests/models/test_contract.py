@@ -81,7 +81,7 @@ def test_sizes_never_infer_the_task_from_the_horizon():
 
 
 ALL = {"forecast", "krige", "impute", "reconstruct"}
-TASK_TABLE = {  # the README's table of which model runs which task
+TASK_TABLE = {  # docs/models.md's table of which model runs which task
     "aqnet": ALL,
     "aqnet-ref": ALL,
     "dcrnn": ALL,
