@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import code_line  # noqa: E402  (benchmarks/provenance.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [
     "configs/aqnet/uci12_short.yaml",
@@ -66,6 +68,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/aqnet_cost.py` ({args.epochs} epochs per config, fold 0, seed 0). "
         "Written by that command; do not edit by hand.",
+        code_line(),
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; "
         f"torch {torch.__version__}.",

@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from provenance import code_line  # noqa: E402  (benchmarks/provenance.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {"krige": "configs/aqnet/uci12_krige.yaml", "forecast": "configs/aqnet/uci12_short.yaml"}
@@ -144,6 +145,7 @@ def main() -> None:
         + "".join(f" --set {s}" for s in args.set)
         + f"` ({len(results)} runs, {args.seeds} seeds, "
         f"{args.workers} workers, {wall / 60:.1f} min wall). Written by that command; do not edit by hand.",
+        code_line(),
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; "
         f"torch {torch.__version__} (1 thread per run).",

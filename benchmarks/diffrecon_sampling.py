@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import code_line  # noqa: E402  (benchmarks/provenance.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,6 +66,7 @@ def main() -> None:
         f"Command: `python benchmarks/diffrecon_sampling.py {args.run} --result {args.result}`",
         f"Run: `{cfg.name}` ({cfg.data.dataset}, task {cfg.data.task}, eval_stride {cfg.data.eval_stride}); "
         f"machine: {platform.machine()}, {args.threads} torch threads.",
+        code_line(),
         "",
         "| sampler | steps | samples | MAE | RMSE | CRPS | coverage 90 % | s / window |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import code_line  # noqa: E402  (benchmarks/provenance.py)
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -164,6 +166,7 @@ def write_markdown(rows: list[dict], mach: dict, args) -> None:
         "",
         f"Command: `python benchmarks/knn.py` (k = {args.k}; sizes {', '.join(f'{n:,d}' for n in args.sizes)}).",
         "Written by that command; do not edit by hand.",
+        code_line(),
         "",
         f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']} GB RAM, no GPU; Python {mach['python']}, "
         f"torch {mach['torch']} ({mach['torch_threads']} threads), torch-cluster {mach['torch_cluster']}, "

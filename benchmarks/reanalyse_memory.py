@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import code_line  # noqa: E402  (benchmarks/provenance.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 GRID = "39.6,40.5,115.9,116.9,0.01"
 CONFIG = """name: idw-uci12
@@ -58,6 +60,7 @@ def main() -> None:
         f"Command: `python benchmarks/reanalyse_memory.py` (one thread; {os.cpu_count()} cores on the machine). "
         f"An IDW run on UCI Beijing-12 (PM2.5, krige, fold 0), then `stgraph reanalyse --grid {args.grid} "
         f"--start {args.start} --end {args.end}` with the default chunks (16 windows x 4,096 cells).",
+        code_line(),
         "",
         "| time steps | grid | values | wall s | peak resident GB | file GB |",
         "|---:|---|---:|---:|---:|---:|",

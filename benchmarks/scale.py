@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import code_line  # noqa: E402  (benchmarks/provenance.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "bench" / "scale"
@@ -213,6 +214,7 @@ def write_table(rows: list[dict], path: Path, args) -> None:
         "(GP: 256), evaluation in chunks of 64 targets (IDW: 1,024) that see only their targets' 32 nearest "
         "visible stations (IDW, GP: 16); the GP is the local GP (8 neighbours), IDW uses its 16 nearest in "
         "both modes. Two runs could share the machine's 2 cores (each one thread).",
+        code_line(),
         "",
         "| stations | model | mode | generate s | prepare s | train s (steps) | s/step | eval s | peak GB | status |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
