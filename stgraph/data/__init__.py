@@ -17,6 +17,7 @@ from stgraph.data.readers import read_long_table, read_stations
 from stgraph.data.scalers import MaskedStandardScaler
 from stgraph.data.splits import (
     StationSplit,
+    bernoulli_station_split,
     explicit_split,
     kfold_station_splits,
     leave_one_station_out,
@@ -44,6 +45,7 @@ __all__ = [
     "read_long_table",
     "read_stations",
     "StationSplit",
+    "bernoulli_station_split",
     "random_station_split",
     "spatial_block_split",
     "explicit_split",

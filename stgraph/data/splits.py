@@ -121,6 +121,37 @@ def random_station_split(
     )
 
 
+def bernoulli_station_split(
+    data: StationData | list[str], *, test: float = 0.5, val: float = 2, seed: int = 0
+) -> StationSplit:
+    """KITS's station split (Xu et al. 2023, its AQI-36 setting): each station is hidden (test) with
+    probability ``test`` for the whole series, independently, so the number hidden varies with the
+    seed; ``val`` stations (a count >= 1 or a fraction of the visible ones) are drawn from the
+    visible stations for model selection, the rest train. At least one station of each role is
+    kept (a draw that hides every station, or none, is redrawn from the same generator)."""
+    ids = _ids(data)
+    if not 0.0 < test < 1.0:
+        raise ValueError(f"split.test={test}: the probability of hiding a station must be in (0, 1)")
+    rng = np.random.default_rng(seed)
+    for _ in range(1000):
+        hidden = rng.random(len(ids)) < test
+        visible = np.flatnonzero(~hidden)
+        n_val = _count(val, len(visible))
+        if hidden.any() and len(visible) - n_val >= 1 and n_val >= 1:
+            break
+    else:  # pragma: no cover - needs a probability at the edge of (0, 1) and very few stations
+        raise ValueError(f"split.method bernoulli: no draw of {len(ids)} stations left every role non-empty")
+    pick_val = set(rng.permutation(visible)[:n_val].tolist())
+    return StationSplit(
+        train=[ids[i] for i in visible if i not in pick_val],
+        val=[ids[i] for i in visible if i in pick_val],
+        test=[ids[i] for i in np.flatnonzero(hidden)],
+        method="bernoulli",
+        seed=seed,
+        params={"test": test, "val": val},
+    )
+
+
 def _nearest_block(xyz: np.ndarray, centre: int, size: int, allowed: np.ndarray) -> np.ndarray:
     cand = np.flatnonzero(allowed)
     d = np.linalg.norm(xyz[cand] - xyz[centre], axis=1)

@@ -135,11 +135,14 @@ class SplitConfig:
     """How stations (and time) are split into train / val / test.
 
     Args:
-        method: One of ``kfold``, ``spatial_kfold``, ``random``, ``spatial_block``, ``explicit``, ``loso``.
+        method: One of ``kfold``, ``spatial_kfold``, ``random``, ``bernoulli``, ``spatial_block``, ``explicit``,
+            ``loso``. ``bernoulli`` is KITS's split: each station hidden (test) with probability
+            ``test`` for the whole series, ``val`` stations drawn from the visible ones.
         n_folds: Number of folds for the fold-based methods.
         fold: Which fold is the test fold (0-based).
         val: Validation stations: a count (>= 1) or a fraction of the non-test stations.
-        test: Test stations: a count or a fraction (methods that do not use folds).
+        test: Test stations: a count or a fraction (methods that do not use folds); for ``bernoulli``
+            the probability of hiding each station.
         seed: Seed of the station shuffle.
         test_stations: Station ids for ``explicit`` (and the held-out station for ``loso``).
         val_stations: Station ids for ``explicit``.
@@ -175,7 +178,7 @@ class SplitConfig:
         pattern_corner: Corner of the ``block`` pattern's bounding box.
     """
 
-    method: Literal["kfold", "spatial_kfold", "random", "spatial_block", "explicit", "loso"] = "kfold"
+    method: Literal["kfold", "spatial_kfold", "random", "bernoulli", "spatial_block", "explicit", "loso"] = "kfold"
     n_folds: int = 4
     fold: int = 0
     val: float = 1

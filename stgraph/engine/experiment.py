@@ -30,6 +30,7 @@ from stgraph.data.patterns import SparsePattern
 from stgraph.data.pipeline import TrainingInputs, build_training_inputs
 from stgraph.data.splits import (
     StationSplit,
+    bernoulli_station_split,
     explicit_split,
     kfold_station_splits,
     leave_one_station_out,
@@ -74,6 +75,8 @@ def make_station_split(data: StationData, cfg: SplitConfig) -> StationSplit:
         return leave_one_station_out(data, val=cfg.val, seed=cfg.seed)[cfg.fold]
     if m == "random":
         return random_station_split(data, test=cfg.test, val=cfg.val, seed=cfg.seed)
+    if m == "bernoulli":
+        return bernoulli_station_split(data, test=cfg.test, val=cfg.val, seed=cfg.seed)
     if m == "spatial_block":
         return spatial_block_split(data, test=cfg.test, val=cfg.val, seed=cfg.seed)
     if m == "explicit":

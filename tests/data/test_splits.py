@@ -5,6 +5,7 @@ import pytest
 
 from stgraph.data import (
     StationSplit,
+    bernoulli_station_split,
     connectivity_report,
     explicit_split,
     kfold_station_splits,
@@ -28,6 +29,22 @@ def test_random_split_is_seeded_and_disjoint(synthetic):
     c = random_station_split(synthetic, test=0.25, val=2, seed=4)
     assert a == b and a != c
     assert len(a.test) == 3 and len(a.val) == 2 and roles_cover(a, synthetic.station_ids)
+
+
+def test_bernoulli_split_hides_each_station_with_its_probability():
+    """KITS's split: the hidden count varies with the seed around p * N; val from the visible only."""
+    ids = [f"s{i:02d}" for i in range(36)]
+    splits = [bernoulli_station_split(ids, test=0.5, val=2, seed=s) for s in range(200)]
+    assert bernoulli_station_split(ids, test=0.5, val=2, seed=7) == splits[7]  # seeded
+    counts = np.array([len(s.test) for s in splits])
+    assert len(set(counts.tolist())) > 3  # independent draws, not a fixed fraction
+    assert abs(counts.mean() - 18) < 1.0  # 36 x 0.5
+    for s in splits:
+        assert roles_cover(s, ids) and len(s.val) == 2 and s.train and s.method == "bernoulli"
+    hidden_share = np.mean([[i in s.test for i in ids] for s in splits], axis=0)
+    assert hidden_share.min() > 0.3 and hidden_share.max() < 0.7  # every station, not a block
+    with pytest.raises(ValueError, match="probability"):
+        bernoulli_station_split(ids, test=1.0)
 
 
 @pytest.mark.parametrize("spatial", [False, True])
