@@ -5,7 +5,9 @@
 
 Re-evaluates the run's best checkpoint with the sampler swapped: DDIM with 5, 10, 20 and 50 steps
 and ancestral DDPM (all T steps) at the run's number of samples; 1, 5, 10 and 20 samples with the
-run's sampler; stochastic DDIM (η = 1) at the run's steps and samples. Each row: MAE, RMSE, CRPS and
+run's sampler; stochastic DDIM (η = 1) at the run's steps and samples; with ``--headline``, CSDI's
+headline setting too (the median of 100 samples of ancestral DDPM over all T steps), and with
+``--headline-only`` that row alone. Each row: MAE, RMSE, CRPS and
 90 % coverage of the scored cells (original units, each cell once) and the wall time per window on
 this machine (``torch`` threads as set).
 """
@@ -43,6 +45,8 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--result", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--headline", action="store_true", help="add CSDI's headline: 100 samples of DDPM over all T steps")
+    ap.add_argument("--headline-only", action="store_true", help="only CSDI's headline row")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = RunDir(args.run)
@@ -54,6 +58,8 @@ def main() -> None:
     settings += [("ddpm", base.diffusion_steps, base.num_samples, base.eta)]
     settings += [(base.sampler, base.sampling_steps, s, base.eta) for s in (1, 5, 10, 20)]
     settings += [("ddim", base.sampling_steps, base.num_samples, 1.0)]  # stochastic DDIM
+    headline = [("ddpm", base.diffusion_steps, 100, base.eta)]  # CSDI: median of 100 samples, 50 DDPM steps
+    settings = headline if args.headline_only else settings + headline if args.headline else settings
     rows = []
     for sampler, steps, samples, eta in dict.fromkeys(settings):
         model.params = dataclasses.replace(base, sampler=sampler, sampling_steps=steps, num_samples=samples, eta=eta)
@@ -63,7 +69,9 @@ def main() -> None:
     lines = [
         "# DiffRecon: accuracy against sampling cost",
         "",
-        f"Command: `python benchmarks/diffrecon_sampling.py {args.run} --result {args.result}`",
+        f"Command: `python benchmarks/diffrecon_sampling.py {args.run} --result {args.result}"
+        + (" --headline-only" if args.headline_only else " --headline" if args.headline else "")
+        + (f" --threads {args.threads}`" if args.threads != 2 else "`"),
         f"Run: `{cfg.name}` ({cfg.data.dataset}, task {cfg.data.task}, eval_stride {cfg.data.eval_stride}); "
         f"machine: {platform.machine()}, {args.threads} torch threads.",
         code_line(),
