@@ -3,8 +3,9 @@
 Each record the trainer appends to ``train_log.jsonl`` (one per validation) is also written as
 scalars at its optimiser step under ``RUN/tensorboard/``: ``loss/train``, ``validation/score``
 (the standardised MAE, or the model's objective with ``train.val_score: loss``), ``lr``,
-``speed/windows_per_second``. A resumed run opens the writer with ``purge_step`` at the step it
-resumes from, so TensorBoard drops whatever a crashed attempt wrote after it. Point TensorBoard at
+``speed/windows_per_second``. A resumed run opens the writer with ``purge_step`` just after the step
+it resumes from (its checkpoint's, whose record is kept), so TensorBoard drops whatever a crashed
+attempt wrote after that checkpoint. Point TensorBoard at
 one run folder or at a suite's ``OUT/runs`` to compare every run of it:
 ``tensorboard --logdir outputs/bench/uci12/runs``.
 """
@@ -38,7 +39,8 @@ class TensorBoardLog:
                 "train.tensorboard: true needs the tensorboard package: pip install tensorboard"
             ) from e
         folder = Path(run_path) / TENSORBOARD_DIR
-        self.writer = SummaryWriter(str(folder), purge_step=resume_step if resume_step else None)
+        # purge_step drops events at steps >= it: keep the checkpoint's own record
+        self.writer = SummaryWriter(str(folder), purge_step=resume_step + 1 if resume_step else None)
 
     def add(self, record: dict) -> None:
         """Write one log record's scalars at its ``step``."""
