@@ -202,6 +202,8 @@ def _benchmark(args) -> int:
         for path in write_error_maps(full, args.out):
             print(f"map of per-station hidden errors: {path}")
     print(f"leaderboard: {args.out}/leaderboard.md  ({time.perf_counter() - t0:.0f} s)")
+    if any(Path(args.out, "runs").glob("*/*/*/tensorboard")):
+        print(f"training curves of every run: tensorboard --logdir {Path(args.out, 'runs')}")
     return 0
 
 

@@ -150,6 +150,7 @@ def test_cli_benchmark_prints_leaderboard_and_map(tmp_path, capsys):
     assert main(["benchmark", str(path), "--out", str(tmp_path / "out"), "--workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "| `idw` |" in out and "| `knn` |" in out
+    assert "tensorboard" not in out  # nothing trained, no curves to point to
     assert list((tmp_path / "out" / "maps").glob("krige_*.png"))
 
 

@@ -1,5 +1,8 @@
 """Every figure renders from a small real run as a non-blank PNG of the expected size."""
 
+import contextlib
+import io
+
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
@@ -36,7 +39,11 @@ def bench(tmp_path_factory):
     long, stations = write_long_table(tmp / "files", num_nodes=12, num_steps=24 * 6)
     add_user_dataset("viz-city", long, stations, units={"pm25": "ug/m3"})
     (tmp / "suite.yaml").write_text(SUITE)
-    assert main(["benchmark", str(tmp / "suite.yaml"), "--out", str(tmp / "bench"), "--workers", "0", "--no-maps"]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["benchmark", str(tmp / "suite.yaml"), "--out", str(tmp / "bench"), "--workers", "0", "--no-maps"])
+    assert code == 0
+    assert f"tensorboard --logdir {tmp / 'bench' / 'runs'}" in printed.getvalue()  # where the trained runs' curves are
     yield tmp
     mp.undo()
 
