@@ -20,6 +20,7 @@ Vectorised over batch, steps, edges and nodes: the attention tensors are (B, W_t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -53,15 +54,22 @@ class AdditiveTemporalAttention(nn.Module):
         self, target: torch.Tensor, source: torch.Tensor, key_mask: torch.Tensor, pair_mask: torch.Tensor | None
     ) -> torch.Tensor:
         e = self.lin_tgt(target).unsqueeze(2) + self.lin_src(source).unsqueeze(1)  # (B, T, S, E, d)
-        msg = self.msg(e)
-        score = self.gate(msg).squeeze(-1)  # (B, T, S, E)
+        # The message MLP's last layer is linear, so it is applied after the attention sum instead of
+        # to every (t, s, edge) pair: with z its input, msg = W z + b, the score w^T msg = (W^T w)^T z +
+        # w^T b (the constant cancels in the softmax) and Σ_s a msg = W (Σ_s a z) + b Σ_s a. The same
+        # function as the MLP then the sum (a test holds it to a loop over pairs), one (B, T, S, E, d)
+        # matrix product fewer per attention.
+        last = self.msg[-1]
+        z = self.msg[:-1](e)
+        score = z @ (last.weight.t() @ self.gate.weight.t()).squeeze(-1)  # (B, T, S, E)
         allowed = key_mask.unsqueeze(1)  # (B, 1, S, E)
         if pair_mask is not None:
             allowed = allowed & pair_mask[None, :, :, None]
         score = score.masked_fill(~allowed, float("-inf"))
         alpha = torch.softmax(score, dim=2)
         alpha = torch.where(allowed, alpha, torch.zeros_like(alpha))  # rows with no key: 0, not NaN
-        return (alpha.unsqueeze(-1) * msg).sum(2)  # (B, T, E, d)
+        summed = torch.einsum("btse,btsed->bted", alpha, z)  # Σ_s a z
+        return F.linear(summed, last.weight) + alpha.sum(2).unsqueeze(-1) * last.bias  # (B, T, E, d)
 
 
 class SparseSpatiotemporalAttention(nn.Module):
