@@ -1,5 +1,8 @@
-"""Two CPU processes (gloo) train to the same weights as one process with the same global batch;
-only rank 0 writes; the learning curve is one global curve; an interrupted distributed run resumes."""
+"""Two CPU processes (gloo, DistributedDataParallel) train to the same weights as one process with
+the same global batch; only rank 0 writes; the learning curve is one global curve; an interrupted
+distributed run resumes. 17 training windows in batches of 8: every epoch ends with a batch of one
+window, so rank 1 has none (a zero loss through DDP) and rank 0's loss is scaled by 2 — the uneven
+case the loss scaling exists for."""
 
 import os
 import socket
@@ -15,7 +18,7 @@ from stgraph.engine.trainer import train_model
 from stgraph.testing import synthetic_stations
 
 
-def _cfg(epochs=3, windows=32):
+def _cfg(epochs=3, windows=17):
     return config_from_dict({
         "name": "ddp",
         "data": {"task": "krige", "window": 8, "stride": 4, "target_channels": ["x0"]},
@@ -30,7 +33,7 @@ def _data():
     return synthetic_stations(num_nodes=12, num_steps=24 * 6, missing_rate=0.0)
 
 
-def _worker(rank, world, port, folder, epochs, windows=32):
+def _worker(rank, world, port, folder, epochs, windows=17):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       OMP_NUM_THREADS="1")  # fmt: skip
     from stgraph.engine import distributed
@@ -51,7 +54,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _spawn(folder, epochs, windows=32):
+def _spawn(folder, epochs, windows=17):
     mp.start_processes(_worker, args=(2, _free_port(), str(folder), epochs, windows), nprocs=2, start_method="spawn")
 
 
@@ -83,13 +86,3 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     for k, v in model.state_dict().items():
         torch.testing.assert_close(resumed[k], v, rtol=1e-4, atol=1e-5)
 
-
-def test_an_uneven_last_batch_and_a_rank_without_windows_still_give_the_global_gradient(tmp_path):
-    """17 windows in batches of 8: the last batch holds one window, so rank 1 has none (a zero loss
-    through DDP) and rank 0's loss is scaled by 2 * 1 / 1; the weights equal one process's."""
-    _spawn(tmp_path, 2, windows=17)
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
-    exp, model = build_experiment(_cfg(2, windows=17), _data())
-    train_model(model, exp, RunDir.create(tmp_path / "single", "ddp"), progress=False)
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(r0["state"][k], v, rtol=1e-4, atol=1e-5)
