@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "ignnk": "stgraph.models.ignnk:IGNNK:IGNNKParams",
     "grin": "stgraph.models.grin:GRIN:GRINParams",
     "spin": "stgraph.models.spin:SPIN:SPINParams",
+    "spin-h": "stgraph.models.spin_h:SPINH:SPINHParams",
     # two-stage conditional diffusion (Diffusion-C on the visible stations, Diffusion-F on the targets)
     "diffrecon": "stgraph.models.diffrecon:DiffRecon:DiffReconParams",
     # spatial interpolators

@@ -20,14 +20,17 @@ observed, which SPIN treats like any missing token: it listens to its observed n
 first ``eta`` layers and speaks after. The graph is the kNN graph of all nodes' positions
 (``k`` in-neighbours), rebuilt at every forward.
 
-Written from the paper and our reading of the official code (Graph-Machine-Learning-Group/spin:
-``spin/models/spin.py``, ``spin/layers/temporal_graph_additive_attention.py``,
-``spin/layers/additive_attention.py``, ``config/imputation/spin.yaml``); this session had no tool
-to re-read that code line by line, so the defaults below are the published AQI-36 ones as we
-recall them (hidden 32, 4 layers, eta 3, one message layer, temporal self-attention, softmax
-re-weighting; window 24). Deviations, named:
+Checked against the authors' implementation of SPIN in torch-spatiotemporal 0.9.5
+(``tsl.nn.models.stgn.spin_model.SPINModel``, ``SPINPositionalEncoder``, ``tsl.nn.blocks.encoders.MLP``
+and the attention layers named in :mod:`stgraph.nn.temporal_additive_attention`): the value encoder is
+two Linear + ReLU blocks; the query code's MLP and every read-out are two Linear + ReLU blocks and a
+linear read-out; the step code is added after the query MLP. The defaults are SPIN's published
+AQI-36 ones as we recall them from its repository's ``config/imputation/spin.yaml`` (hidden 32,
+4 layers, eta 3, one message layer, temporal self-attention, softmax re-weighting; window 24), which
+was not readable here; the class defaults of ``SPINModel`` agree on layers, eta and message layers.
+Deviations, named:
 
-* No learned node embeddings (the official ``StaticGraphEmbedding`` in the query code and the
+* No learned node embeddings (the official ``NodeEmbedding`` in the query code and the
   valid/masked codes): a station unseen in training has none. Each node's code is instead a
   function of its position (:class:`~stgraph.nn.st_pointformer.LatLonEncoding` in the frame of
   the batch's nodes), and the valid / masked codes are two linear maps of it.
@@ -35,7 +38,8 @@ re-weighting; window 24). Deviations, named:
   of all pairwise distances.
 * Inputs: several channels enter as ``[x * mask, mask]`` (the official model is univariate and
   whitens missing values to 0); a token is observed where any target channel is.
-* SPIN-H (the hierarchical variant with a few latent tokens per step) is not implemented.
+
+SPIN-H, the hierarchical variant, is :mod:`stgraph.models.spin_h`.
 """
 
 from __future__ import annotations
@@ -64,9 +68,15 @@ class SPINParams:
     impute_only_holes: bool = True  # evaluation: observed inputs are echoed
 
 
-def _mlp(i: int, h: int, o: int) -> nn.Sequential:
-    """Two-layer MLP (the official ``MLP(..., n_layers=2)``, ReLU)."""
-    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, o))
+def tsl_mlp(i: int, h: int, o: int | None = None, n_layers: int = 2) -> nn.Sequential:
+    """tsl's ``MLP(i, h, o, n_layers)``: ``n_layers`` blocks of Linear + ReLU, then a linear read-out
+    to ``o`` when given (none: the last block's ReLU is the output)."""
+    layers: list[nn.Module] = []
+    for k in range(n_layers):
+        layers += [nn.Linear(i if k == 0 else h, h), nn.ReLU()]
+    if o is not None:
+        layers.append(nn.Linear(h, o))
+    return nn.Sequential(*layers)
 
 
 def step_code(w: int, d: int, device) -> torch.Tensor:
@@ -105,8 +115,8 @@ class SPIN(StationModel):
         self.targets = list(sizes.target_channels)
         self.node_code = LatLonEncoding(d)
         self.time_in = nn.Linear(6, d)
-        self.query_mlp = _mlp(d, d, d)
-        self.value_in = _mlp(2 * c_in, d, d)
+        self.query_mlp = tsl_mlp(d, d, d)
+        self.value_in = tsl_mlp(2 * c_in, d)
         self.in_norm = nn.LayerNorm(d)
         self.valid_code = nn.Linear(d, d)
         self.masked_code = nn.Linear(d, d)
@@ -114,7 +124,7 @@ class SPIN(StationModel):
         self.layers = nn.ModuleList(
             SparseSpatiotemporalAttention(d, p.message_layers, p.temporal_self_attention) for _ in range(p.num_layers)
         )
-        self.readout = nn.ModuleList(_mlp(d, d, c_out) for _ in range(p.num_layers))
+        self.readout = nn.ModuleList(tsl_mlp(d, d, c_out) for _ in range(p.num_layers))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -30,7 +30,7 @@ DATA = synthetic_stations(num_nodes=30, num_steps=24 * 5)
 # models whose estimate at a target does not depend on the other targets; not here: the GNNs whose
 # hidden nodes exchange messages (grin, ignnk, dcrnn, stgcn: a chunk is a smaller graph), diffrecon
 # (its draws depend on the call's shapes) and amlsg/lgbm (fitted on training batches before predicting)
-INTERACTING = {"grin", "spin", "ignnk", "dcrnn", "stgcn", "diffrecon", "amlsg", "lgbm"}
+INTERACTING = {"grin", "spin", "spin-h", "ignnk", "dcrnn", "stgcn", "diffrecon", "amlsg", "lgbm"}
 KRIGE = [m for m in sorted(MODELS) if m not in GRID_ONLY | INTERACTING and "krige" in get_model_class(m)[0].tasks]
 
 
