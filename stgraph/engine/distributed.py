@@ -5,7 +5,7 @@ How it works (:func:`stgraph.engine.trainer.train_model` calls these): every ran
 experiment and model (same seeds) and draws the same window order and the same hiding from the
 epoch's generator; each global batch of ``train.batch_size`` windows is split into ``world``
 contiguous shards, one per rank. The training objective runs through PyTorch's
-:class:`~torch.nn.parallel.DistributedDataParallel` (:func:`objective`): DDP wraps a small module
+:class:`~torch.nn.parallel.DistributedDataParallel` (:class:`Objective`): DDP wraps a small module
 whose ``forward`` is the model's :meth:`~stgraph.models.base.StationModel.training_loss`, so models
 with their own objective (diffusion, GRIN's per-direction terms) take part unchanged, and backward
 all-reduces the gradients in buckets, overlapped with the rest of the backward pass. DDP averages
