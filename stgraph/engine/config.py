@@ -24,7 +24,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from stgraph.engine.tasks import TASK_CLASSES
+from stgraph.engine.tasks import TASK_CLASSES, foreign_options
 
 __all__ = [
     "ConfigError",
@@ -590,7 +590,7 @@ def _check_values(cfg: ExperimentConfig, source: str) -> ExperimentConfig:
         raise ConfigError(f"{source}: split.val_months and split.test_months share months {both}")
     if dc.task not in TASK_CLASSES:
         raise ConfigError(f"{source}: data.task: expected one of {sorted(TASK_CLASSES)}, got '{dc.task}'")
-    problems = TASK_CLASSES[dc.task].check_config(cfg)
+    problems = TASK_CLASSES[dc.task].check_config(cfg) + foreign_options(cfg)
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
     return cfg

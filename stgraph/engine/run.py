@@ -119,6 +119,9 @@ def code_version() -> str | None:
     return env.get("code_tree") or env.get("git_commit")
 
 
+FIT_FILE = "fit.json"  # a fitted model's record, written when its fit hook returns
+
+
 def check_identity(run: RunDir, cfg: ExperimentConfig, checksums: dict | None) -> None:
     """Refuse ``run`` for ``cfg`` / data ``checksums`` when it answers for another one (see
     :mod:`stgraph.engine.run_identity`); a folder without ``identity.json`` (older runs) is checked
@@ -166,11 +169,16 @@ def _run_locked(cfg: ExperimentConfig, run: RunDir, data: StationData | None, pr
             record_run(exp, run)
             env = run.read_json("env.json")
             run.write_json(IDENTITY_FILE, make_identity(cfg, checksums, env))
+    # a crashed run whose fit had finished (same config, data and code: checked above) loads that fit
+    # instead of repeating it (a model that saves nothing refits, deterministically); its record stays
+    fitted_before = (run.path / FIT_FILE).exists()
     distributed.barrier()
     training = {}
-    fitted = fit_model(model, exp, run.path if main else None)
-    if fitted and main:
-        run.write_json("fit.json", fitted)
+    fitted = fit_model(model, exp, run.path if main else None, restore_dir=run.path if fitted_before else None)
+    if fitted_before and main:
+        training["fit"] = run.read_json(FIT_FILE)
+    elif fitted and main:
+        run.write_json(FIT_FILE, fitted)
         training["fit"] = fitted
     if model.trainable:
         training = {**train_model(model, exp, run, progress=progress and main), **training}

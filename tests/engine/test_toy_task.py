@@ -9,7 +9,7 @@ import torch
 from stgraph.engine.config import ConfigError, config_from_dict
 from stgraph.engine.experiment import prepare_experiment
 from stgraph.engine.run import run_experiment
-from stgraph.engine.tasks import Krige, register_task
+from stgraph.engine.tasks import TASK_CLASSES, Krige, register_task
 from stgraph.models.base import Prediction
 from stgraph.testing import synthetic_stations
 
@@ -56,6 +56,29 @@ def test_a_task_in_one_file_trains_and_is_scored_end_to_end(tmp_path):
                                 data=data, progress=False)  # fmt: skip
     assert np.isfinite(trained["test"]["hidden"]["overall"]["mae"])
     assert trained["training"]["steps"] == 20
+
+
+class KrigeLastHorizon(KrigeLast):
+    """The toy task, reading one option of its own (declared here, in its file)."""
+
+    name = "krige-last-horizon"
+    options = frozenset({"data.horizon"})
+
+
+@pytest.fixture
+def registered_toy_with_option():
+    register_task(KrigeLastHorizon)
+    yield
+    TASK_CLASSES.pop(KrigeLastHorizon.name)  # other tests' krige configs may set data.horizon
+
+
+def test_a_task_owns_its_options(registered_toy_with_option):
+    """A ``krige-last-horizon`` run may set ``data.horizon``, a ``krige`` run may not, and the error
+    names the key and its owner."""
+    with_horizon = {"target_channels": ["x0"], "window": 12, "horizon": 6}
+    assert config_from_dict({"data": {"task": "krige-last-horizon", **with_horizon}}).data.horizon == 6
+    with pytest.raises(ConfigError, match="data.horizon=6 is an option of task 'krige-last-horizon'"):
+        config_from_dict({"data": {"task": "krige", **with_horizon}})
 
 
 def test_an_unknown_task_and_a_taken_name_are_errors():

@@ -51,6 +51,23 @@ def test_a_pypots_imputer_trains_for_the_step_budget_and_reevaluates_from_its_sa
     assert again["test"]["hidden"]["overall"]["mae"] == pytest.approx(hidden["mae"], rel=1e-6)
 
 
+def test_a_run_that_crashed_after_its_fit_loads_the_fit_instead_of_refitting(tmp_path, monkeypatch):
+    import pypots.imputation
+
+    data = _data()
+    run, metrics = run_experiment(_cfg("pypots:BRITS", options=BRITS), tmp_path, data=data, progress=False)
+    fit = run.read_json("fit.json")
+    run.metrics_path.unlink()  # the evaluation crashed: the run is unfinished, its fit is saved
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the saved fit was repeated")
+
+    monkeypatch.setattr(pypots.imputation.BRITS, "fit", refit)
+    run, again = run_experiment(_cfg("pypots:BRITS", options=BRITS), tmp_path, data=data, progress=False)
+    assert run.read_json("fit.json") == fit and again["training"]["fit"] == fit  # the fit's own record
+    assert again["test"]["hidden"]["overall"]["mae"] == pytest.approx(metrics["test"]["hidden"]["overall"]["mae"], rel=1e-6)
+
+
 def test_a_sampling_imputer_is_scored_by_its_median_with_crps(tmp_path):
     _, metrics = run_experiment(_cfg("pypots:CSDI", options=CSDI, samples=3), tmp_path, data=_data(), progress=False)
     hidden = metrics["test"]["hidden"]["overall"]

@@ -37,6 +37,25 @@ def task_class(name: str) -> type[Task]:
     return TASK_CLASSES[name]
 
 
+def foreign_options(cfg) -> list[str]:
+    """Problems of the ExperimentConfig ``cfg``: each key that another registered task owns
+    (:attr:`Task.options`), that ``cfg.data.task`` does not read, and that ``cfg`` sets away from its
+    default, named with its owner (empty: none)."""
+    own = task_class(cfg.data.task).options
+    problems = []
+    for cls in TASK_CLASSES.values():
+        for key in sorted(cls.options - own):
+            section, name = key.split(".")
+            value = getattr(getattr(cfg, section), name)
+            default = getattr(type(getattr(cfg, section))(), name)
+            if value != default:
+                problems.append(
+                    f"{key}={value!r} is an option of task '{cls.name}', which a '{cfg.data.task}' run does not "
+                    f"read; leave it at its default ({default!r})"
+                )
+    return problems
+
+
 def get_task(name: str, colocated=None, pattern=None, *, grid: int = 0) -> Task:
     """The task ``name``; ``colocated``: the protocol's co-located channel indices, ``pattern``: the
     experiment's sparse pattern (``reconstruct``) (see :class:`Task`); ``grid`` > 1
@@ -58,6 +77,7 @@ __all__ = [
     "Task",
     "TrainingView",
     "TASK_CLASSES",
+    "foreign_options",
     "get_task",
     "register_task",
     "task_class",

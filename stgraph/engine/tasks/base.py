@@ -118,6 +118,10 @@ class Task:
     scores_visible = False  # impute scores the visible stations' completed series
     extra_groups: tuple[str, ...] = ()  # scored groups beyond "hidden" and "visible" (see scored_group)
     scores_roles = True  # val/test stations are scored in their period: each needs coverage there
+    # The config keys only this task reads (dotted, e.g. ``"split.pattern_ratio"``): a run of another
+    # task that sets one away from its default is refused (:func:`stgraph.engine.tasks.foreign_options`),
+    # so no option is silently ignored.
+    options: frozenset[str] = frozenset()
 
     def __init__(self, colocated: np.ndarray | None = None, pattern: SparsePattern | None = None):
         self.colocated = np.zeros(0, dtype=np.int64) if colocated is None else np.asarray(colocated, dtype=np.int64)

@@ -64,6 +64,7 @@ class Impute(Task):
     kind = "impute"
     scores_visible = True
     scores_roles = False  # every station is visible; the evaluation cells are scored
+    options = frozenset({"split.impute_training", "train.hide_block", "train.hide_pattern", "train.hide_ratio"})
 
     def model_view(self, view: StationData) -> tuple[StationData, np.ndarray]:
         out, self.eval_cells = in_sample_view(view)

@@ -51,6 +51,9 @@ class Reconstruct(Task):
     name = "reconstruct"
     kind = "reconstruct"
     extra_groups = ("removed",)
+    options = frozenset(
+        {"split.pattern", "split.pattern_ratio", "split.pattern_seed", "split.pattern_corner", "data.grid_coarsen"}
+    )
 
     def sparse_view(
         self, view: StationData, split: StationSplit, cfg, periods=None
