@@ -18,9 +18,11 @@ model draws its artificial missingness, SAITS's MIT, CSDI's masking strategy), v
 suite's validation windows (their evaluation cells held out, PyPOTS's ``X_ori``; ``reconstruct``,
 which scores no visible cell there, holds out 10 % of the observed visible cells), PyPOTS's own
 training loop and optimiser (Adam at ``train.lr``), ``train.batch_size``; the budget is the run's
-``train.steps`` optimiser steps (one validation per epoch: an epoch is ``windows / batch``
-steps, so a budget shorter than an epoch still validates once), and the run's fit record says how
-many steps and seconds it took. The fitted model is saved in the run folder
+``train.steps`` optimiser steps rounded to the nearest whole number of PyPOTS epochs, at least
+one (PyPOTS validates once per epoch, ``windows / batch`` steps, and keeps its best *validated*
+epoch, so the steps after an epoch's validation would be trained and discarded), and the run's fit
+record says how many steps and seconds it took (``steps``; ``budget_steps``: the asked budget;
+``epoch_steps``). The fitted model is saved in the run folder
 (``pypots_model.pypots``); re-evaluation loads it instead of refitting.
 
 Deviations, named: PyPOTS picks the best epoch on its own validation loss (its early-stopping
@@ -135,7 +137,12 @@ class PyPOTSImputer(StationModel):
         self.num_series = train.shape[2]
         saved = None if ctx.restore_dir is None else Path(ctx.restore_dir) / SAVED
         counter, holder = {"steps": 0}, {}
-        budget = ctx.steps if ctx.steps is not None else math.ceil(len(train) / ctx.batch_size)
+        epoch = math.ceil(len(train) / ctx.batch_size)  # PyPOTS's steps per epoch (its loader keeps the last batch)
+        asked = ctx.steps if ctx.steps is not None else epoch
+        # PyPOTS validates once per epoch and keeps its best *validated* epoch, so steps after the last
+        # validation are trained and thrown away: the budget is rounded to the nearest whole number of
+        # epochs (at least one), and the record says both
+        budget = max(1, round(asked / epoch)) * epoch
 
         def validated() -> bool:
             return getattr(holder.get("peer"), "best_model_dict", None) is not None
@@ -155,7 +162,8 @@ class PyPOTSImputer(StationModel):
         return {
             "pypots": self.params.model,
             "steps": counter["steps"],
-            "budget_steps": budget,
+            "budget_steps": asked,
+            "epoch_steps": epoch,
             "wall_seconds": round(seconds, 1),
             "steps_per_second": counter["steps"] / seconds if seconds else 0.0,
             "best_epoch": int(getattr(peer, "best_epoch", -1)),
