@@ -16,9 +16,15 @@ chunked samples are other valid draws, not the same ones; the visible stations' 
 the first call that held them. Tasks that score the visible stations' removed cells too
 (``impute``, ``reconstruct``) refuse ``eval_neighbours``: a visible station outside every chunk's
 neighbourhood would go unscored.
+
+Targets are either hidden dataset nodes (an index array: validation, prediction) or
+:class:`Places`, positions with no station (a reanalysis's grid cells or points,
+:mod:`stgraph.reanalysis.estimate`): both go through the same batches, chunks and neighbourhoods.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,43 +35,82 @@ from stgraph.graph.locality import morton_order
 from stgraph.models.base import Prediction
 
 
-def neighbourhoods(latlon: np.ndarray, src: np.ndarray, chunks: list[np.ndarray], k: int) -> list[np.ndarray]:
-    """Per chunk of target nodes, the sorted positions (into ``src``) of the union of its targets'
-    ``k`` nearest visible stations. latlon: (N, 2) of every node. One kNN search for all targets."""
+@dataclass(frozen=True)
+class Places:
+    """Targets that are no dataset node: ``latlon`` (M, 2) degrees (a reanalysis's cells or points).
+    Indexing with an index array gives the places at those positions."""
+
+    latlon: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.latlon)
+
+    def __getitem__(self, idx) -> Places:
+        return Places(self.latlon[idx])
+
+
+def target_latlon(exp, tgt: np.ndarray | Places) -> np.ndarray:
+    """(M, 2) lat/lon of the targets: the dataset's for node indices, their own for :class:`Places`."""
+    return tgt.latlon if isinstance(tgt, Places) else exp.data.latlon[tgt]
+
+
+def target_batch(exp, w, src: np.ndarray, tgt: np.ndarray | Places):
+    """The model batch of windows ``w`` with the dataset nodes ``src`` visible and ``tgt`` (nodes or
+    :class:`Places`) as targets (:meth:`~stgraph.engine.experiment.Experiment.batch`)."""
+    if not isinstance(tgt, Places):
+        return exp.batch(w, src, tgt)
+    batch = exp.batch(w, src, np.zeros(0, dtype=np.int64))
+    batch.pos_tgt = torch.tensor(tgt.latlon, dtype=torch.float32)
+    return batch
+
+
+def neighbourhoods(src_latlon: np.ndarray, chunks: list[np.ndarray], k: int) -> list[np.ndarray]:
+    """Per chunk of targets, the sorted positions (into the visible stations) of the union of its
+    targets' ``k`` nearest visible stations. src_latlon: (N_src, 2) of the visible stations; chunks:
+    (M_i, 2) lat/lon of each chunk's targets. One kNN search for all targets."""
     if not chunks:
         return []
-    xs = torch.as_tensor(np.asarray(latlon_to_xyz(latlon[src])), dtype=torch.float64)
-    xt = torch.as_tensor(np.asarray(latlon_to_xyz(latlon[np.concatenate(chunks)])), dtype=torch.float64)
-    ei = knn(xs, xt, min(k, len(src))).numpy()  # row 0: visible station, row 1: target (chunk order)
+    n = len(src_latlon)
+    xs = torch.as_tensor(np.asarray(latlon_to_xyz(src_latlon)), dtype=torch.float64)
+    xt = torch.as_tensor(np.asarray(latlon_to_xyz(np.concatenate(chunks))), dtype=torch.float64)
+    ei = knn(xs, xt, min(k, n)).numpy()  # row 0: visible station, row 1: target (chunk order)
     which = np.repeat(np.arange(len(chunks)), [len(c) for c in chunks])[ei[1]]  # each pair's chunk
-    pairs = np.unique(which * len(src) + ei[0])  # sorted by chunk, then by visible station
-    bounds = np.searchsorted(pairs, np.arange(len(chunks) + 1) * len(src))
-    return [pairs[bounds[i] : bounds[i + 1]] - i * len(src) for i in range(len(chunks))]
+    pairs = np.unique(which * n + ei[0])  # sorted by chunk, then by visible station
+    bounds = np.searchsorted(pairs, np.arange(len(chunks) + 1) * n)
+    return [pairs[bounds[i] : bounds[i + 1]] - i * n for i in range(len(chunks))]
 
 
-def chunk_plan(exp, src: np.ndarray, tgt: np.ndarray, chunk: int, k: int | None):
+def chunk_plan(exp, src: np.ndarray, tgt: np.ndarray | Places, chunk: int, k: int | None):
     """(target chunks, their neighbourhoods, the permutation back to ``tgt``'s order), computed once
     per (src, tgt, chunk, k) and kept on ``exp``: every window batch of an evaluation reuses it."""
-    key = (hash(src.tobytes()), hash(tgt.tobytes()), len(src), len(tgt), chunk, k)
+    latlon = target_latlon(exp, tgt)
+    key = (hash(src.tobytes()), hash(np.ascontiguousarray(latlon).tobytes()), isinstance(tgt, Places), len(src),
+           len(tgt), chunk, k)  # fmt: skip
     cached = getattr(exp, "_chunk_plan", None)
     if cached is not None and cached[0] == key:
         return cached[1]
     # chunks of targets consecutive along a Morton curve: spatially compact, so a chunk's targets share
     # neighbours and its neighbourhood stays near ``chunk`` stations rather than ``chunk * k``
-    order = morton_order(torch.as_tensor(np.asarray(latlon_to_xyz(exp.data.latlon[tgt])))).numpy()
-    chunks = [tgt[order[i : i + chunk]] for i in range(0, len(tgt), chunk)]
+    order = morton_order(torch.as_tensor(np.asarray(latlon_to_xyz(latlon)))).numpy()
+    parts = [order[i : i + chunk] for i in range(0, len(tgt), chunk)]
+    chunks = [tgt[part] for part in parts]
     back = torch.as_tensor(np.argsort(order))  # chunk order -> the order of ``tgt``
-    hoods = neighbourhoods(exp.data.latlon, src, chunks, k) if k else [np.arange(len(src))] * len(chunks)
+    if k:
+        hoods = neighbourhoods(exp.data.latlon[src], [latlon[part] for part in parts], k)
+    else:
+        hoods = [np.arange(len(src))] * len(chunks)
     exp._chunk_plan = (key, (chunks, hoods, back))
     return chunks, hoods, back
 
 
-def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray) -> tuple[Prediction, torch.Tensor]:
-    """The model's prediction for windows ``w`` with ``src`` visible and ``tgt`` hidden, in target
-    chunks (``train.eval_target_chunk``); returns (Prediction, (N_src,) bool covered)."""
+def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray | Places) -> tuple[Prediction, torch.Tensor]:
+    """The model's prediction for windows ``w`` with the dataset nodes ``src`` visible and ``tgt``
+    (hidden nodes, or :class:`Places`) as targets, in target chunks (``train.eval_target_chunk``);
+    returns (Prediction, (N_src,) bool covered)."""
     tc = exp.cfg.train
     chunk, k = tc.eval_target_chunk, tc.eval_neighbours
-    src, tgt = np.asarray(src), np.asarray(tgt)
+    src = np.asarray(src)
+    tgt = tgt if isinstance(tgt, Places) else np.asarray(tgt)
     if k is not None and exp.task.traits.scores_visible_cells:
         raise ValueError(
             f"train.eval_neighbours bounds the visible stations each chunk sees, but task '{exp.task.name}' also "
@@ -73,12 +118,12 @@ def chunked_forward(model, exp, w, src: np.ndarray, tgt: np.ndarray) -> tuple[Pr
             "train.eval_neighbours unset (train.eval_target_chunk alone streams the targets)"
         )
     if not chunk or len(tgt) == 0 or (len(tgt) <= chunk and k is None):
-        return model(exp.batch(w, src, tgt)), torch.ones(len(src), dtype=torch.bool)
+        return model(target_batch(exp, w, src, tgt)), torch.ones(len(src), dtype=torch.bool)
     chunks, hoods, back = chunk_plan(exp, src, tgt, chunk, k)
     tgt_parts, samples, stds = [], [], []
     src_sum, count, src_samples = None, torch.zeros(len(src)), None
     for t, cols in zip(chunks, hoods, strict=True):
-        pred = model(exp.batch(w, src[cols], t))
+        pred = model(target_batch(exp, w, src[cols], t))
         tgt_parts.append(pred.tgt)
         samples.append(pred.samples_tgt)
         stds.append(pred.std_tgt)

@@ -8,6 +8,13 @@ point is a target, like a hidden station in ``krige``. The requested time range 
 non-overlapping windows of the run's length; a last partial window is shifted back to end at the
 range's end, and only its new steps are kept. Memory: one chunk of ``window_batch`` windows ×
 ``cell_chunk`` targets at a time.
+
+The model is asked exactly as in validation and prediction: the cells are
+:class:`~stgraph.engine.chunked.Places` targets of :func:`~stgraph.engine.chunked.chunked_forward`
+(the same batches, the run's ``train.eval_target_chunk`` chunks and, with
+``train.eval_neighbours``, each chunk's bounded visible neighbourhood), and original units and
+sample quantiles come from the evaluator's own functions
+(:func:`~stgraph.engine.evaluate.unscaling`, :func:`~stgraph.ops.quantiles.sample_quantiles`).
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ import torch
 
 from stgraph.data.batch import KINDS
 from stgraph.data.windows import WindowDataset
+from stgraph.engine.chunked import Places, chunked_forward
 from stgraph.engine.config import load_config
+from stgraph.engine.evaluate import unscaling
 from stgraph.engine.experiment import Experiment
 from stgraph.engine.run import load_trained
 from stgraph.engine.run_folder import RunDir
 from stgraph.engine.tasks import TASK_CLASSES, task_class
-from stgraph.models.base import GraphBatch, StationModel
+from stgraph.models.base import StationModel
+from stgraph.ops.quantiles import QUANTILE_LEVELS, sample_quantiles
 
 
 @dataclass
@@ -82,13 +92,10 @@ class ReanalysisRun:
         data = WindowDataset(exp.scaled, exp.data.mask, exp.data.times, torch.as_tensor(starts), w, 0)
         if exp.train.scaler.per_station:
             raise ValueError("a reanalysis estimates places with no station: it needs data.scaler 'channel'")
-        mean, std = (torch.as_tensor(a, dtype=torch.float32) for a in exp.train.scaler.stats(exp.targets))
-        src = torch.as_tensor(self.visible)
-        pos_src = exp.pos(self.visible)
+        mean, std = unscaling(exp, None)  # (C_out,): a per-channel scaler
         done = first  # the next step not yet written
         for idx in torch.arange(len(starts)).split(window_batch):
             win = data[idx]
-            _, _, y_time = exp.out_window(win)
             chunk_starts = starts[idx.numpy()]
             keep = []  # per window: the offsets of its steps not written yet
             for s in chunk_starts:
@@ -96,16 +103,14 @@ class ReanalysisRun:
                 done = int(s) + w
             out_steps = np.concatenate([s + k for s, k in zip(chunk_starts, keep, strict=True)])
             for lo in range(0, len(latlon), cell_chunk):
-                tgt = torch.tensor(latlon[lo : lo + cell_chunk], dtype=torch.float32)
-                batch = GraphBatch(x=win.x[:, :, src], x_mask=win.x_mask[:, :, src], x_time=win.x_time,
-                                   y_time=y_time, pos_src=pos_src, pos_tgt=tgt)  # fmt: skip
+                places = Places(np.asarray(latlon[lo : lo + cell_chunk], dtype=np.float64))
                 with torch.no_grad():
-                    pred = self.model(batch)
+                    pred, _ = chunked_forward(self.model, exp, win, self.visible, places)
                 arrays = {"mean": pred.tgt * std + mean}
                 if pred.std_tgt is not None:
                     arrays["std"] = pred.std_tgt * std
                 if pred.samples_tgt is not None:
-                    q = torch.quantile(pred.samples_tgt.float(), torch.tensor([0.05, 0.5, 0.95]), dim=0) * std + mean
+                    q = sample_quantiles(pred.samples_tgt.float(), QUANTILE_LEVELS) * std + mean
                     arrays.update(q05=q[0], q50=q[1], q95=q[2])
                 flat = {k: torch.cat([v[b, k_] for b, k_ in enumerate(keep)]).numpy() for k, v in arrays.items()}
                 yield out_steps, lo, flat

@@ -173,11 +173,15 @@ def test_protocol_options_that_do_not_fit_are_refused(d, match):
 @pytest.mark.parametrize(
     "d, match",
     [
-        ({"data": {"task": "krige"}, "split": {"pattern_ratio": 0.6}}, r"split.pattern_ratio=0.6 is an option of task 'reconstruct'"),
+        ({"data": {"task": "krige"}, "split": {"pattern_ratio": 0.6}},
+         r"split.pattern_ratio=0.6 is an option of task 'reconstruct'"),
         ({"data": {"task": "forecast", "grid_coarsen": 4}}, r"data.grid_coarsen=4 is an option of task 'reconstruct'"),
-        ({"data": {"task": "reconstruct"}, "train": {"hide_ratio": "uniform"}}, r"train.hide_ratio='uniform' is an option of task 'impute'"),
-        ({"data": {"task": "krige"}, "split": {"impute_training": "in-sample"}}, r"split.impute_training='in-sample' .* task 'impute'"),
-        ({"data": {"task": "krige"}, "train": {"hide_block": 3}}, r"train.hide_block=3 is an option of task 'impute', which a 'krige' run"),
+        ({"data": {"task": "reconstruct"}, "train": {"hide_ratio": "uniform"}},
+         r"train.hide_ratio='uniform' is an option of task 'impute'"),
+        ({"data": {"task": "krige"}, "split": {"impute_training": "in-sample"}},
+         r"split.impute_training='in-sample' .* task 'impute'"),
+        ({"data": {"task": "krige"}, "train": {"hide_block": 3}},
+         r"train.hide_block=3 is an option of task 'impute', which a 'krige' run"),
     ],
 )  # fmt: skip
 def test_an_option_another_task_owns_is_refused_not_ignored(d, match):
@@ -186,7 +190,8 @@ def test_an_option_another_task_owns_is_refused_not_ignored(d, match):
 
 
 def test_a_task_reads_its_own_options_and_defaults_pass_everywhere():
-    assert config_from_dict({"data": {"task": "reconstruct"}, "split": {"pattern_ratio": 0.6}}).split.pattern_ratio == 0.6
+    cfg = config_from_dict({"data": {"task": "reconstruct"}, "split": {"pattern_ratio": 0.6}})
+    assert cfg.split.pattern_ratio == 0.6
     assert config_from_dict({"data": {"task": "impute"}, "train": {"hide_ratio": "uniform", "hide_block": 4}})
     for task in ("forecast", "krige", "impute", "reconstruct"):  # every owned option at its default
         config_from_dict({"data": {"task": task}, "split": {"pattern_ratio": 0.4}, "train": {"hide_block": 1}})

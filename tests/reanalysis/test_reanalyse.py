@@ -118,3 +118,30 @@ def test_every_bad_input_is_a_clear_error(runs, tmp_path, capsys):
         read_points(bad)
     assert main(["reanalyse", str(paths["idw"]), "--grid", "40,39,116,117,0.1", "--out", str(tmp_path / "x.nc")]) == 1
     assert "zero cells" in capsys.readouterr().err
+
+
+def _estimate_all(rr, latlon):
+    steps = rr.steps(None, None)
+    out = np.full((len(steps), len(latlon)), np.nan, dtype=np.float32)
+    for got_steps, lo, arrays in rr.estimate(latlon, steps, window_batch=4, cell_chunk=7):
+        out[got_steps - steps[0], lo : lo + arrays["mean"].shape[1]] = arrays["mean"][..., 0]
+    return out
+
+
+def test_cells_are_asked_through_the_evaluators_chunked_path(runs):
+    """Grid cells are targets of the evaluator's chunked forward: the run's eval_target_chunk and
+    eval_neighbours apply to them as to hidden stations, so a local model (IDW on its 4 nearest)
+    gives the same values streamed in chunks of 3 cells with 4-station neighbourhoods, and other
+    values when each chunk sees only its nearest station."""
+    _, paths = runs
+    rr = load_reanalysis_run(paths["idw"])
+    rr.model.params.k = 4
+    rng = np.random.default_rng(0)
+    latlon = rr.visible_latlon[rng.integers(0, len(rr.visible), 20)] + rng.normal(0, 0.02, (20, 2))
+    whole = _estimate_all(rr, latlon)
+    rr.exp.cfg.train.eval_target_chunk, rr.exp.cfg.train.eval_neighbours = 3, 4
+    chunked = _estimate_all(rr, latlon)
+    assert rr.exp._chunk_plan[0][2] is True  # the plan was made for places, not dataset nodes
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
+    rr.exp.cfg.train.eval_neighbours = 1
+    assert not np.allclose(_estimate_all(rr, latlon), whole, atol=1e-3)
