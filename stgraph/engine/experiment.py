@@ -28,6 +28,7 @@ import torch
 from stgraph.data.coverage import ensure_coverage
 from stgraph.data.patterns import SparsePattern
 from stgraph.data.pipeline import TrainingInputs, build_training_inputs
+from stgraph.data.readers import read_long_table
 from stgraph.data.splits import (
     StationSplit,
     bernoulli_station_split,
@@ -41,6 +42,8 @@ from stgraph.data.station_data import StationData
 from stgraph.data.time_splits import TimeSplit, chronological_time_split, month_time_split, period_time_split
 from stgraph.data.windows import WindowDataset, Windows, block_window_starts, window_starts
 from stgraph.datasets import load_dataset
+from stgraph.datasets.resolve import sha256_of
+from stgraph.datasets.user_cards import check_reader_options
 from stgraph.engine.config import DataConfig, ExperimentConfig, SplitConfig
 from stgraph.engine.run_identity import data_checksums
 from stgraph.engine.tasks import Task, get_task
@@ -114,13 +117,8 @@ def make_time_split(data: StationData, cfg: SplitConfig, span: int) -> TimeSplit
 def load_experiment_data(cfg: DataConfig) -> StationData:
     """The named dataset (built-in or the user's), or the inline files ``data.long``/``data.stations``."""
     if cfg.long:
-        from stgraph.data.readers import read_long_table
-        from stgraph.datasets.user_cards import check_reader_options
-
         options = check_reader_options(dict(cfg.reader), "data.reader")
         data = read_long_table(cfg.long, cfg.stations, name=cfg.dataset, **options)
-        from stgraph.datasets.resolve import sha256_of
-
         files = [Path(cfg.long), *([Path(cfg.stations)] if cfg.stations else [])]
         data.meta["sha256"] = {str(p): sha256_of(p) for p in files}  # the run's data identity
     else:

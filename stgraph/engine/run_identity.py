@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from stgraph.datasets.cards import all_cards
+from stgraph.datasets.resolve import ChecksumError, sha256_of
+from stgraph.datasets.user_cards import user_cards
 from stgraph.engine.config import ExperimentConfig, config_to_dict
 
 __all__ = ["IDENTITY_FILE", "RunIdentityError", "StaleRunError", "compare", "data_checksums", "flat_config",
@@ -86,8 +89,6 @@ def data_checksums(data) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=256)
 def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
-    from stgraph.datasets.resolve import sha256_of
-
     return sha256_of(Path(path))
 
 
@@ -108,9 +109,6 @@ def expected_data_checksums(cfg: ExperimentConfig) -> dict[str, str] | None:
         if not all(p is None or p.is_file() for p in paths.values()):
             return None
         return {str(p): file_sha256(p) for p in paths.values() if p is not None}
-    from stgraph.datasets.cards import all_cards
-    from stgraph.datasets.user_cards import user_cards
-
     key = dc.dataset.strip().lower()
     cards = all_cards()
     if key.replace("_", "-") in cards:
@@ -118,8 +116,6 @@ def expected_data_checksums(cfg: ExperimentConfig) -> dict[str, str] | None:
     user = user_cards().get(key)
     if user is None:
         return None
-    from stgraph.datasets.resolve import ChecksumError
-
     for role in ("long", "stations"):
         path, recorded = getattr(user, role), getattr(user, f"{role}_sha256")
         if path and Path(path).is_file() and file_sha256(Path(path)) != recorded:

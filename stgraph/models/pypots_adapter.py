@@ -44,6 +44,7 @@ import torch
 
 from stgraph.models.anchors import anchor_prediction
 from stgraph.models.base import DataSizes, FitContext, GraphBatch, Prediction, StationModel
+from stgraph.ops.idw import masked_idw
 from stgraph.ops.neighbours import canonical_order
 
 SAVED = "pypots_model.pypots"
@@ -195,8 +196,6 @@ class PyPOTSImputer(StationModel):
 
     def _targets(self, batch: GraphBatch, src: torch.Tensor, samples: torch.Tensor | None):
         """Hidden stations: masked IDW (p = 2) of the imputed visible series (not PyPOTS's)."""
-        from stgraph.ops.idw import masked_idw
-
         if batch.pos_tgt.size(0) == 0:
             empty = src.new_zeros(*src.shape[:2], 0, 1)
             return empty, None if samples is None else samples.new_zeros(*samples.shape[:3], 0, 1)
