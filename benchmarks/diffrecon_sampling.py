@@ -1,15 +1,18 @@
 """DiffRecon's accuracy against its sampling cost, on a finished run (its own test windows).
 
-    python benchmarks/diffrecon_sampling.py outputs/bench/aqi36_csdi/runs/impute/diffrecon/fold0-seed0 \
-        --result benchmarks/results/diffrecon_sampling.md
+    python benchmarks/diffrecon_sampling.py outputs/bench/aqi36_csdi/runs/impute/diffrecon-csdi/fold0-seed0 \
+        --result benchmarks/results/diffrecon_sampling.md --max-windows 28
 
-Re-evaluates the run's best checkpoint with the sampler swapped: DDIM with 5, 10, 20 and 50 steps
+Re-evaluates the run's trained model (:func:`stgraph.engine.run.load_trained`: the run's own
+config, identity checked, its best checkpoint) with the sampler swapped: DDIM with 5, 10, 20 and 50 steps
 and ancestral DDPM (all T steps) at the run's number of samples; 1, 5, 10 and 20 samples with the
 run's sampler; stochastic DDIM (η = 1) at the run's steps and samples; with ``--headline``, CSDI's
 headline setting too (the median of 100 samples of ancestral DDPM over all T steps), and with
 ``--headline-only`` that row alone. Each row: MAE, RMSE, CRPS and
 90 % coverage of the scored cells (original units, each cell once) and the wall time per window on
-this machine (``torch`` threads as set).
+this machine (``torch`` threads as set). ``--max-windows N`` scores N evenly spaced test windows
+instead of all of them (the engine's ``train.max_eval_windows``), so a sweep of a CSDI-sized
+model fits a session; the file says how many windows and cells each row scored.
 """
 
 from __future__ import annotations
@@ -27,10 +30,8 @@ from provenance import code_line  # noqa: E402  (benchmarks/provenance.py)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stgraph.engine.config import load_config  # noqa: E402
 from stgraph.engine.evaluate import predict, score  # noqa: E402
-from stgraph.engine.run import build_experiment  # noqa: E402
-from stgraph.engine.run_folder import RunDir, load_checkpoint  # noqa: E402
+from stgraph.engine.run import load_trained  # noqa: E402
 
 
 def evaluate(model, exp) -> tuple[dict, float, int]:
@@ -47,12 +48,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--headline", action="store_true", help="add CSDI's headline: 100 samples of DDPM over all T steps")
     ap.add_argument("--headline-only", action="store_true", help="only CSDI's headline row")
+    ap.add_argument("--max-windows", type=int, default=None, help="score this many evenly spaced test windows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    run = RunDir(args.run)
-    cfg = load_config(run.config_path)
-    exp, model = build_experiment(cfg)
-    model.load_state_dict(load_checkpoint(run.best_path)["model"])
+    _, exp, model = load_trained(args.run)
+    cfg = exp.cfg
+    if args.max_windows is not None:
+        cfg.train.max_eval_windows = args.max_windows  # after the identity check: scoring only
     base = model.params
     settings = [("ddim", n, base.num_samples, base.eta) for n in (5, 10, 20, 50)]
     settings += [("ddpm", base.diffusion_steps, base.num_samples, base.eta)]
@@ -65,15 +67,18 @@ def main() -> None:
         model.params = dataclasses.replace(base, sampler=sampler, sampling_steps=steps, num_samples=samples, eta=eta)
         m, seconds, windows = evaluate(model, exp)
         rows.append((sampler if sampler == "ddpm" else f"ddim η={eta:g}", steps, samples, m, seconds / windows))
+        scored = (windows, int(m["count"]))
         print(sampler, steps, samples, eta, round(m["mae"], 3), round(seconds / windows, 3), flush=True)
     lines = [
         "# DiffRecon: accuracy against sampling cost",
         "",
         f"Command: `python benchmarks/diffrecon_sampling.py {args.run} --result {args.result}"
         + (" --headline-only" if args.headline_only else " --headline" if args.headline else "")
+        + (f" --max-windows {args.max_windows}" if args.max_windows is not None else "")
         + (f" --threads {args.threads}`" if args.threads != 2 else "`"),
         f"Run: `{cfg.name}` ({cfg.data.dataset}, task {cfg.data.task}, eval_stride {cfg.data.eval_stride}); "
-        f"machine: {platform.machine()}, {args.threads} torch threads.",
+        f"machine: {platform.machine()}, {args.threads} torch threads; every row scored {scored[0]} test "
+        f"windows{' (evenly spaced)' if args.max_windows is not None else ''}, {scored[1]:,} cells.",
         code_line(),
         "",
         "| sampler | steps | samples | MAE | RMSE | CRPS | coverage 90 % | s / window |",
