@@ -1,6 +1,6 @@
 # The README's two commands, and the set-up they share.
 # Set-up from nothing: a virtual environment in .venv, torch 2.13.0 (CPU wheel), torch-cluster
-# compiled against it (no build isolation; ~14 min the first time, then pip's cached wheel), and
+# compiled against it (no build isolation; minutes the first time, then pip's cached wheel), and
 # stgraph in editable mode. Each step leaves a stamp, so a second call skips what is done.
 
 PYTHON ?= python3
@@ -22,7 +22,7 @@ $(VENV)/.stamp-torch: | $(BIN)/python
 	touch $@
 
 $(VENV)/.stamp-torch-cluster: $(VENV)/.stamp-torch
-	@echo "building torch-cluster against torch $(TORCH_VERSION) (first time ~14 min; cached afterwards)"
+	@echo "building torch-cluster against torch $(TORCH_VERSION) (minutes the first time; cached afterwards)"
 	$(BIN)/pip install --quiet --no-build-isolation torch-cluster==$(TORCH_CLUSTER_VERSION)
 	$(BIN)/python -c "import torch_cluster, torch; print('torch-cluster', torch_cluster.__version__, 'on torch', torch.__version__)"
 	touch $@
