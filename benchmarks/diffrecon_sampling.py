@@ -1,7 +1,7 @@
 """DiffRecon's accuracy against its sampling cost, on a finished run (its own test windows).
 
     python benchmarks/diffrecon_sampling.py outputs/bench/aqi36_csdi/runs/impute/diffrecon-csdi/fold0-seed0 \
-        --result benchmarks/results/diffrecon_sampling.md --max-windows 28
+        --result benchmarks/results/diffrecon_sampling.md --max-windows 12 --threads 1
 
 Re-evaluates the run's trained model (:func:`stgraph.engine.run.load_trained`: the run's own
 config, identity checked, its best checkpoint) with the sampler swapped: DDIM with 5, 10, 20 and 50 steps
