@@ -141,10 +141,11 @@ def main() -> None:
     lines = [
         "# AQ-Net on UCI Beijing-12: hidden-station accuracy",
         "",
-        "Command: `python benchmarks/aqnet_uci12.py"
+        f"Command: `python benchmarks/aqnet_uci12.py --workers {args.workers} --seeds {args.seeds}"
         + "".join(f" --set {s}" for s in args.set)
-        + f"` ({len(results)} runs, {args.seeds} seeds, "
-        f"{args.workers} workers, {wall / 60:.1f} min wall). Written by that command; do not edit by hand.",
+        + f"` ({len(results)} runs, {args.seeds} seed{'s' if args.seeds != 1 else ''}, "
+        f"{args.workers} worker{'s' if args.workers != 1 else ''}, {wall / 60:.1f} min wall). "
+        "Written by that command; do not edit by hand.",
         code_line(),
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU; "
