@@ -19,6 +19,7 @@ from stgraph.engine import distributed
 from stgraph.engine.config import ExperimentConfig, load_config, save_config
 from stgraph.engine.evaluate import predict, score
 from stgraph.engine.experiment import Experiment, prepare_experiment
+from stgraph.engine.fit_curve import fit_training_summary, write_fit_curve
 from stgraph.engine.fitting import fit_model
 from stgraph.engine.run_folder import RunDir, environment_record, load_checkpoint
 from stgraph.engine.run_identity import (
@@ -180,6 +181,9 @@ def _run_locked(cfg: ExperimentConfig, run: RunDir, data: StationData | None, pr
     elif fitted and main:
         run.write_json(FIT_FILE, fitted)
         training["fit"] = fitted
+        write_fit_curve(fitted, run.path, f"{cfg.model.name} / {cfg.data.task}", cfg.train.tensorboard)
+    if not model.trainable and "fit" in training:  # a fit hook that trains in its own loop: its summary
+        training.update(fit_training_summary(training["fit"]))
     if model.trainable:
         training = {**train_model(model, exp, run, progress=progress and main), **training}
         if cfg.train.score_initial and main:

@@ -18,6 +18,7 @@ TENSORBOARD_DIR = "tensorboard"
 SCALARS = {
     "train_loss": "loss/train",
     "val_mae_scaled": "validation/score",
+    "val_score": "validation/score",  # a fitting model's own loop's metric (engine.fit_curve)
     "lr": "lr",
     "windows_per_second": "speed/windows_per_second",
 }

@@ -22,8 +22,11 @@ training loop and optimiser (Adam at ``train.lr``), ``train.batch_size``; the bu
 one (PyPOTS validates once per epoch, ``windows / batch`` steps, and keeps its best *validated*
 epoch, so the steps after an epoch's validation would be trained and discarded), and the run's fit
 record says how many steps and seconds it took (``steps``; ``budget_steps``: the asked budget;
-``epoch_steps``). The fitted model is saved in the run folder
-(``pypots_model.pypots``); re-evaluation loads it instead of refitting.
+``epoch_steps``). PyPOTS's learning curve (mean training loss and its validation metric per epoch)
+is kept in the record's ``curve``, which the engine writes as the run's ``learning_curve.csv`` and
+TensorBoard scalars (:mod:`stgraph.engine.fit_curve`), and the record's ``training`` summary gives
+the leaderboard's ↗ mark (best validated epoch in the budget's last quarter). The fitted model is
+saved in the run folder (``pypots_model.pypots``); re-evaluation loads it instead of refitting.
 
 Deviations, named: PyPOTS picks the best epoch on its own validation loss (its early-stopping
 rule), not the engine's validation MAE; inputs are the engine's standardised values (the suite's
@@ -154,21 +157,37 @@ class PyPOTSImputer(StationModel):
             peer.load(str(saved))
             self.peer = peer
             return {"pypots": self.params.model, "loaded": str(saved.name)}
+        curve = _CurveRecorder().attach(peer)
         t0 = time.perf_counter()
         peer.fit({"X": train}, {"X": val_x, "X_ori": val_ori})
         seconds = time.perf_counter() - t0
+        curve.detach(peer)
         self.peer = peer
         if ctx.out_dir is not None:
             peer.save(str(Path(ctx.out_dir) / SAVED), overwrite=True)
+        best_epoch = int(getattr(peer, "best_epoch", -1))
+        steps_per_second = counter["steps"] / seconds if seconds else 0.0
+        best_step = next((r["step"] for r in curve.rows if r["epoch"] == best_epoch), None)
         return {
             "pypots": self.params.model,
             "steps": counter["steps"],
             "budget_steps": asked,
             "epoch_steps": epoch,
             "wall_seconds": round(seconds, 1),
-            "steps_per_second": counter["steps"] / seconds if seconds else 0.0,
-            "best_epoch": int(getattr(peer, "best_epoch", -1)),
+            "steps_per_second": steps_per_second,
+            "best_epoch": best_epoch,
             "train_windows": len(train),
+            "val_score_name": f"PyPOTS validation {getattr(peer, 'validation_metric_name', 'metric')} (standardised)",
+            "curve": curve.rows,
+            "training": {
+                "epochs_run": len(curve.rows),
+                "best_epoch": best_epoch,
+                "steps": counter["steps"],
+                "best_step": best_step,
+                "steps_per_second": steps_per_second,
+                "early_stopped": False,  # PyPOTS's patience is off: the step budget ends every fit
+                "stopped": "budget",
+            },
         }
 
     def forward(self, batch: GraphBatch) -> Prediction:
@@ -206,6 +225,45 @@ class PyPOTSImputer(StationModel):
         flat = samples.flatten(0, 1)
         st, _ = masked_idw(flat, torch.ones_like(flat, dtype=torch.bool), batch.pos_src, batch.pos_tgt, 2.0)
         return tgt, st.unflatten(0, samples.shape[:2])
+
+
+class _CurveRecorder:
+    """PyPOTS's learning curve, read from the hook its training loop calls when the model has a
+    TensorBoard writer (``_save_log_into_tb_file(step, stage, values)``: every training step with
+    the step's outputs, every validation with ``{metric name: value}``). ``rows``: one dict per
+    epoch, ``{"epoch", "step", "train_loss", "val_score", "epoch_seconds"}``
+    (:mod:`stgraph.engine.fit_curve`). A PyPOTS version whose loop does not call the hook leaves
+    ``rows`` empty (the run then has no curve, nothing else changes)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self._loss, self._batches, self._step = 0.0, 0, 0
+        self._t0 = time.perf_counter()
+
+    def __call__(self, step: int, stage: str, values: dict) -> None:
+        if stage == "training":
+            loss = values.get("loss")
+            if loss is not None:
+                self._loss += float(loss.detach().sum() if torch.is_tensor(loss) else loss)
+                self._batches += 1
+            self._step = int(step)
+        elif stage == "validating" and values:
+            now = time.perf_counter()
+            value = next(iter(values.values()))
+            self.rows.append({
+                "epoch": int(step), "step": self._step, "train_loss": self._loss / max(self._batches, 1),
+                "val_score": float(value), "epoch_seconds": now - self._t0,
+            })  # fmt: skip
+            self._loss, self._batches, self._t0 = 0.0, 0, now
+
+    def attach(self, peer) -> _CurveRecorder:
+        peer.summary_writer = self  # the loop calls the hook only when a writer is set
+        peer._save_log_into_tb_file = self
+        return self
+
+    def detach(self, peer) -> None:
+        peer.summary_writer = None
+        del peer._save_log_into_tb_file  # back to the class's method
 
 
 def _budgeted(base_cls, budget: int, counter: dict, validated):

@@ -197,12 +197,16 @@ def leaderboard_bars(bench_out: str | Path, out: str | Path, *, task: str, metri
 
 
 def learning_curves(run_dir: str | Path, out: str | Path) -> Path:
-    """Train loss and validation MAE (standardised) per epoch, best epoch marked."""
+    """Train loss and validation MAE (standardised) per epoch, best epoch marked (a fitting model's
+    own loop: its own validation score, ``val_score``, :mod:`stgraph.engine.fit_curve`)."""
     table = pd.read_csv(_need(Path(run_dir) / "learning_curve.csv", "a trained run's learning curve"))
+    key, label = ("val_mae_scaled", "validation MAE (standardised)")
+    if key not in table.columns and "val_score" in table.columns:
+        key, label = "val_score", "validation score (the model's own loop)"
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(table.epoch, table.train_loss, "-o", ms=3, label="train loss")
-    ax.plot(table.epoch, table.val_mae_scaled, "-o", ms=3, label="validation MAE (standardised)")
-    best = table.val_mae_scaled.idxmin()
+    ax.plot(table.epoch, table[key], "-o", ms=3, label=label)
+    best = table[key].idxmin()
     ax.axvline(table.epoch[best], color="grey", ls=":", label=f"best epoch {table.epoch[best]}")
     ax.set(xlabel="epoch", title=Path(run_dir).name)
     ax.legend(fontsize=8)

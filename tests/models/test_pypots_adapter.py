@@ -54,6 +54,30 @@ def test_a_pypots_imputer_trains_for_the_step_budget_and_reevaluates_from_its_sa
     assert again["test"]["hidden"]["overall"]["mae"] == pytest.approx(hidden["mae"], rel=1e-6)
 
 
+def test_pypots_learning_curve_is_the_runs_curve_and_gives_the_leaderboard_its_summary(tmp_path):
+    import pandas as pd
+
+    from stgraph.bench.leaderboard import still_improving
+
+    cfg = _cfg("pypots:BRITS", options=BRITS)
+    cfg.train.steps = 40  # several PyPOTS epochs
+    run, metrics = run_experiment(cfg, tmp_path, data=_data(), progress=False)
+    fit = run.read_json("fit.json")
+    epochs = fit["steps"] // fit["epoch_steps"]
+    assert epochs >= 2 and [r["epoch"] for r in fit["curve"]] == list(range(1, epochs + 1))
+    assert [r["step"] for r in fit["curve"]] == [fit["epoch_steps"] * e for e in range(1, epochs + 1)]
+    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_score"]) for r in fit["curve"])
+    best = min(fit["curve"], key=lambda r: r["val_score"])  # PyPOTS keeps its best validated epoch
+    assert fit["best_epoch"] == best["epoch"]
+    table = pd.read_csv(run.path / "learning_curve.csv")
+    assert list(table.epoch) == list(range(1, epochs + 1)) and "val_score" in table.columns
+    assert (run.path / "learning_curve.png").exists() and any((run.path / "tensorboard").iterdir())
+    training = metrics["training"]
+    assert training["epochs_run"] == epochs and training["steps"] == fit["steps"]
+    assert training["best_step"] == best["step"] and training["stopped"] == "budget"
+    assert still_improving(training) == (best["step"] >= 0.75 * fit["steps"])
+
+
 def test_a_run_that_crashed_after_its_fit_loads_the_fit_instead_of_refitting(tmp_path, monkeypatch):
     import pypots.imputation
 
