@@ -78,6 +78,18 @@ def test_pypots_learning_curve_is_the_runs_curve_and_gives_the_leaderboard_its_s
     assert still_improving(training) == (best["step"] >= 0.75 * fit["steps"])
 
 
+def test_a_pypots_fit_repeats_exactly_from_its_seed(tmp_path):
+    saits = {"n_layers": 1, "d_model": 16, "n_heads": 2, "d_k": 8, "d_v": 8, "d_ffn": 16, "dropout": 0.1}
+    results = []
+    for name in ("a", "b"):
+        cfg = _cfg("pypots:SAITS", options=saits)
+        cfg.train.steps = 24
+        run, metrics = run_experiment(cfg, tmp_path, name=name, data=_data(), progress=False)
+        results.append((metrics["test"]["hidden"]["overall"]["mae"], run.read_json("fit.json")["curve"]))
+    assert results[0][0] == results[1][0]
+    assert [r["val_score"] for r in results[0][1]] == [r["val_score"] for r in results[1][1]]
+
+
 def test_a_run_that_crashed_after_its_fit_loads_the_fit_instead_of_refitting(tmp_path, monkeypatch):
     import pypots.imputation
 
