@@ -10,7 +10,7 @@ imputers) may return, in its record,
 :func:`write_fit_curve` writes the curve as the trainer writes its own (``learning_curve.csv`` and
 ``.png``, TensorBoard scalars under ``tensorboard/`` when ``train.tensorboard``), and
 :func:`fit_training_summary` gives the summary, so such a row gets the same learning curve and the
-same ↗ / ≈ anchor marks as a row trained by the engine.
+same ↗ mark as a row trained by the engine (not the ≈ anchor mark: no untrained model is scored).
 """
 
 from __future__ import annotations
