@@ -8,14 +8,19 @@ the experiment, takes ``--warmup`` steps, then times ``--steps`` optimiser steps
 trainer takes them (batch assembly from the task's training view, forward, loss, backward, clip,
 AdamW step), and reports milliseconds per step, windows per second, parameters, and how many steps
 fit in one hour. Appends (or replaces) the task's section in the results file, with the machine,
-threads and code version. A step budget for a suite is chosen from these numbers.
+threads and code version. A step budget for a suite is chosen from these numbers. The last column
+is the process's peak resident size after the row (a maximum over the rows timed so far: time one
+model per invocation to read it as that model's). ``--retain-memory`` times with
+``train.retain_memory`` on (:mod:`stgraph.engine.allocator`), in its own section.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -106,6 +111,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true",
                     help="time the model through torch.compile (a separate section of the results file)")
+    ap.add_argument("--retain-memory", action="store_true",
+                    help="time with train.retain_memory on (freed memory kept in the process; a separate section)")
     ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
                     help="print the ROWS costliest operators per model (the step times then include the profiler)")
     args = ap.parse_args()
@@ -119,24 +126,32 @@ def main() -> None:
         specs = [r for r in specs if r.model in args.models.split(",")]
     rows = []
     for spec in specs:
-        got = time_steps(spec.config, args.warmup, args.steps, args.profile, args.compile)
+        cfg = spec.config
+        if args.retain_memory:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, retain_memory=True))
+        got = time_steps(cfg, args.warmup, args.steps, args.profile, args.compile)
+        got["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(f"{spec.model:12s} {got['ms']:8.1f} ms/step  {got['windows_per_s']:7.1f} windows/s  "
               f"{got['params']:9,d} parameters", flush=True)  # fmt: skip
         rows.append((spec.model, got))
     command = f"python benchmarks/step_time.py {args.suite} --task {args.task} --result {args.result}"
     command += f" --threads {args.threads}" + (" --compile" if args.compile else "")
+    command += " --retain-memory" if args.retain_memory else ""
     head = f"## `{suite.name}` / `{args.task}`" + (" / `torch.compile`" if args.compile else "")
+    head += " / `retain_memory`" if args.retain_memory else ""
     lines = [
         head, "",
         f"- command: `{command}` (median of {args.steps} steps after {args.warmup} warm-up steps)",
         f"- machine: {_cpu()}, {os.cpu_count()} cores, {args.threads} torch threads, one run at a time; "
         f"code `{_commit()}`",
         "",
-        "| model | ms / step | windows / s | batch | parameters | steps / hour | training windows | warm-up s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | ms / step | windows / s | batch | parameters | steps / hour | training windows | warm-up s "
+        "| process peak GB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
     lines += [f"| `{m}` | {g['ms']:.1f} | {g['windows_per_s']:.0f} | {g['batch']} | {g['params']:,} | "
-              f"{g['per_hour']:,} | {g['train_windows']:,} | {g['warmup_s']:.1f} |" for m, g in rows]  # fmt: skip
+              f"{g['per_hour']:,} | {g['train_windows']:,} | {g['warmup_s']:.1f} | "
+              f"{g['peak_gb']:.1f} |" for m, g in rows]  # fmt: skip
     section = "\n".join(lines) + "\n"
     path = Path(args.result)
     text = path.read_text(encoding="utf-8") if path.exists() else "# Optimiser step time per model\n\n"

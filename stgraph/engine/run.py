@@ -16,6 +16,7 @@ import torch
 from stgraph.data.patterns import SparsePattern
 from stgraph.data.station_data import StationData
 from stgraph.engine import distributed
+from stgraph.engine.allocator import set_retain_memory
 from stgraph.engine.config import ExperimentConfig, load_config, save_config
 from stgraph.engine.evaluate import predict, score
 from stgraph.engine.experiment import Experiment, prepare_experiment
@@ -46,6 +47,7 @@ def build_experiment(cfg: ExperimentConfig, data: StationData | None = None):
     """Seeded experiment and a fresh model, as every run starts."""
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    set_retain_memory(cfg.train.retain_memory)  # every run sets its own mode (a worker runs several)
     seed_everything(cfg.train.seed)
     exp = prepare_experiment(cfg, data)
     model = build_model(cfg.model.name, exp.sizes, cfg.model.hparams)

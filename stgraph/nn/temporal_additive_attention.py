@@ -23,7 +23,9 @@ code runs PyG message passing over an edge list of (source step, target step) pa
 dense over the pairs, which is the same function.
 
 Shapes: h (B, W, N, d), observed (B, W, N) bool, edge_index (2, E) rows (source j, receiver i).
-Vectorised over batch, steps, edges and nodes: the attention tensors are (B, W_t, W_s, E, d).
+Vectorised over batch, steps, edges and nodes: the attention tensors are (B, W_t, E, W_s, d). The
+PReLUs are :class:`~stgraph.nn.scalar_prelu.ScalarPReLU` (``nn.PReLU`` on faster kernels): the
+message MLP on every pair is most of a SPIN step.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stgraph.nn.scalar_prelu import ScalarPReLU
 
 
 class AdditiveTemporalAttention(nn.Module):
@@ -68,9 +72,9 @@ class AdditiveTemporalAttention(nn.Module):
         self.reweigh = reweigh
         self.lin_src = nn.Linear(src_channels or d, d)
         self.lin_tgt = nn.Linear(tgt_channels or d, d, bias=False)
-        layers: list[nn.Module] = [nn.PReLU(init=0.2)]
+        layers: list[nn.Module] = [ScalarPReLU(init=0.2)]
         for _ in range(msg_layers):
-            layers += [nn.Linear(d, d), nn.PReLU()]
+            layers += [nn.Linear(d, d), ScalarPReLU()]
         layers.append(nn.Linear(d, d))
         self.msg = nn.Sequential(*layers)
         self.gate = nn.Linear(d, 1, bias=reweigh is None)
@@ -92,30 +96,33 @@ class AdditiveTemporalAttention(nn.Module):
         key_mask: torch.Tensor | None = None,
         pair_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        e = self.lin_tgt(target).unsqueeze(2) + self.lin_src(source).unsqueeze(1)  # (B, T, S, E, d)
+        # (B, T, E, S, d): one (target step, edge) row holds its source steps contiguously, so the
+        # sum over them is a batched (1 x S) @ (S x d) product with no permuted copy of the pairs
+        src = self.lin_src(source).transpose(1, 2)  # (B, E, S, d)
+        e = self.lin_tgt(target).unsqueeze(3) + src.unsqueeze(1)
         # The message MLP's last layer is linear, so it is applied after the attention sum instead of
         # to every (t, s, edge) pair: with z its input, msg = W z + b, the score w^T msg = (W^T w)^T z +
         # w^T b (+ the gate's bias) and Σ_s a msg = W (Σ_s a z) + b Σ_s a. The same function as the MLP
-        # then the sum (a test holds it to a loop over pairs), one (B, T, S, E, d) product fewer.
+        # then the sum (a test holds it to a loop over pairs), one (B, T, E, S, d) product fewer.
         last = self.msg[-1]
         z = self.msg[:-1](e)
-        score = z @ (last.weight.t() @ self.gate.weight.t()).squeeze(-1)  # (B, T, S, E)
-        allowed = None if key_mask is None else key_mask.unsqueeze(1)  # (B, 1, S, E)
+        score = z @ (last.weight.t() @ self.gate.weight.t()).squeeze(-1)  # (B, T, E, S)
+        allowed = None if key_mask is None else key_mask.transpose(1, 2).unsqueeze(1)  # (B, 1, E, S)
         if pair_mask is not None:
-            pairs = pair_mask[None, :, :, None]
+            pairs = pair_mask[None, :, None, :]  # (1, T, 1, S)
             allowed = pairs if allowed is None else allowed & pairs
         if self.reweigh == "softmax":  # the constant w^T b cancels
             if allowed is not None:
                 score = score.masked_fill(~allowed, float("-inf"))
-            alpha = torch.softmax(score, dim=2)
+            alpha = torch.softmax(score, dim=-1)
             if allowed is not None:
                 alpha = torch.where(allowed, alpha, torch.zeros_like(alpha))  # rows with no key: 0, not NaN
         else:
             alpha = torch.sigmoid(score + (self.gate.weight @ last.bias + self.gate.bias))
             if allowed is not None:
                 alpha = alpha * allowed
-        summed = torch.einsum("btse,btsed->bted", alpha, z)  # Σ_s a z
-        out = F.linear(summed, last.weight) + alpha.sum(2).unsqueeze(-1) * last.bias  # (B, T, E, d)
+        summed = (alpha.unsqueeze(-2) @ z).squeeze(-2)  # Σ_s a z: (B, T, E, d)
+        out = F.linear(summed, last.weight) + alpha.sum(-1).unsqueeze(-1) * last.bias  # (B, T, E, d)
         if self.skip is not None:
             out = out + self.skip(target)
         return out if self.norm is None else self.norm(out)
