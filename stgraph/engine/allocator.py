@@ -5,11 +5,12 @@ glibc serves every allocation above its mmap threshold (at most 32 MB) with a fr
 returns it with ``munmap`` when freed, so a model whose step allocates and frees tensors of
 hundreds of megabytes (SPIN's attention over (window × window × edges) pairs: 170 MB each at
 AQI-36 size) has the kernel zero every page of them again at every step. On this project's
-machines that page-faulting was most of SPIN's step time: 20.2 s a step against 5.4 s with the
-memory retained (``benchmarks/results/step_time.md``, SPIN with and without
-``train.retain_memory``). Retained memory is reused by later allocations instead; the price is a
-higher peak resident size (freed blocks stay in the heap and fragment it), which is why it is an
-option (``train.retain_memory``) rather than the default. It changes no number a run computes.
+machines that page-faulting was most of SPIN's step time: 12.1 s a step against 2.7 s with the
+memory retained (``benchmarks/results/step_time.md``, ``aqi36-spin``, one thread, with and without
+``--retain-memory``). Retained memory is reused by later allocations instead; the price is a
+higher peak resident size (freed blocks stay in the heap and fragment it: 4.3 against 6.7 GB
+there), which is why it is an option (``train.retain_memory``) rather than the default. It changes
+no number a run computes.
 
 :func:`set_retain_memory` sets the mode for the whole process; a run sets it from its config when
 it starts, so in a worker that runs several runs one after another each gets its own setting
