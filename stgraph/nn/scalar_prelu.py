@@ -4,8 +4,9 @@
 on this CPU takes about three times as long as the leaky-ReLU backward plus a dot product for the
 slope's gradient (on a 170 MB tensor, in an ad hoc timing not recorded in ``benchmarks/``: 650 ms
 against about 250 ms); in SPIN's attention, where the message MLP runs on every (target step,
-source step, edge) pair, that was the largest single cost of a training step. :class:`ScalarPReLU` is ``nn.PReLU`` (same parameter
-``weight`` of shape (1,), same initialisation, same state-dict key) whose forward is
+source step, edge) pair, that was the largest single cost of a training step.
+:class:`ScalarPReLU` is ``nn.PReLU`` (same parameter ``weight`` of shape (1,), same
+initialisation, same state-dict key) whose forward is
 ``leaky_relu`` at the current slope and whose backward is ``leaky_relu_backward`` for the input and
 ``<grad, min(x, 0)>`` for the slope. The same function; the slope's gradient is summed in another
 order (float32 round-off only; a test holds both gradients to ``nn.PReLU``'s).
