@@ -116,7 +116,9 @@ def test_fine_training_cells_uniform_or_a_compact_patch():
     for mode in ("random", "local"):
         exp, _ = build_experiment(cfg(subgraph=mode, subgraph_size=16), data)
         w = exp.train.windows[torch.arange(4)]
-        view = exp.task.training_view(w, exp.train.stations, exp.targets, exp.cfg.train, torch.Generator().manual_seed(3))
+        view = exp.task.training_view(
+            w, exp.train.stations, exp.targets, exp.cfg.train, torch.Generator().manual_seed(3)
+        )
         fine_cols = view.nodes[view.tgt] - 64  # fine cells are the nodes after the 8 x 8 coarse ones
         assert len(fine_cols) == 16 and len(set(fine_cols)) == 16
         rows, cols = np.divmod(fine_cols, 16)

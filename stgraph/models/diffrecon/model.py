@@ -155,7 +155,7 @@ class DiffReconParams:
     joint_step_fraction: float = 0.2  # joint training: stage 1's x̂0 from steps in the first fraction of T
     skip: bool = True  # ε̂ = prior ε (x0 ~ N(guide, prior_std²)) + network; False: the network alone (CSDI)
     prior_std: float = 1.0  # the skip's prior spread around the guide (standardised units)
-    val_noise_levels: int = 0  # validation: 0 = one drawn diffusion step per window; n = every window at n evenly spaced steps
+    val_noise_levels: int = 0  # validation: 0 = one drawn step per window; n = each window at n spread steps
 
 
 @dataclass
