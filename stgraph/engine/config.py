@@ -283,7 +283,9 @@ class TrainConfig:
         subgraph_size: Sample this many training stations per batch (IGNNK's random subgraphs);
             None = all. With it, memory per step is bounded by the subgraph, not by the network.
         subgraph: ``random`` (uniform, IGNNK) or ``local`` (a random centre and its
-            ``subgraph_size`` nearest training stations: spatially compact station mini-batches).
+            ``subgraph_size`` nearest training stations: spatially compact station mini-batches;
+            in the grid protocol, a patch of fine cells, which a model convolving the fine map
+            needs: see :mod:`stgraph.engine.tasks.grid_reconstruct`).
         eval_target_chunk: Evaluate (and validate) the hidden stations in chunks of this many
             per model call; None = all at once.
         eval_neighbours: With ``eval_target_chunk``: each chunk sees only the union of its

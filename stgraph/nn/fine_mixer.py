@@ -12,7 +12,8 @@ denoiser is a 2-D U-Net over the fine map. Here:
   channels (the paper's maps: each node's D features are first reduced to R = ``time_channels``
   per step, so the U-Net sees W·R channels once per window instead of D channels once per step,
   W times cheaper), its output mapped back to D per step; the same layout and weights serve a
-  training subset and the whole grid at evaluation;
+  training subset and the whole grid at evaluation (train on patches, ``train.subgraph: local``:
+  a uniform subset leaves most of the map zero, which the whole grid never is);
 * otherwise (stations), residual Chebyshev graph convolutions over the fine nodes' symmetric kNN
   graph (:class:`~stgraph.nn.intra_map_gnn.IntraMapGNN`, one level).
 

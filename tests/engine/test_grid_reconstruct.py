@@ -106,3 +106,28 @@ def test_grid_protocol_is_refused_where_it_does_not_apply():
 
     with pytest.raises(ValueError, match="not a grid"):
         build_experiment(cfg(), synthetic_stations(num_nodes=8, num_steps=96))
+
+
+def test_fine_training_cells_uniform_or_a_compact_patch():
+    """``train.subgraph: random`` draws the fine cells uniformly (the draw of randperm, as before);
+    ``local`` draws a patch: a centre and its nearest cells, so a model convolving the fine map sees
+    it filled around the centre, as at evaluation, not five in six cells empty."""
+    data = grid_data(i=16, j=16)
+    for mode in ("random", "local"):
+        exp, _ = build_experiment(cfg(subgraph=mode, subgraph_size=16), data)
+        w = exp.train.windows[torch.arange(4)]
+        view = exp.task.training_view(
+            w, exp.train.stations, exp.targets, exp.cfg.train, torch.Generator().manual_seed(3)
+        )
+        fine_cols = view.nodes[view.tgt] - 64  # fine cells are the nodes after the 8 x 8 coarse ones
+        assert len(fine_cols) == 16 and len(set(fine_cols)) == 16
+        rows, cols = np.divmod(fine_cols, 16)
+        box = (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+        if mode == "random":
+            gen = torch.Generator().manual_seed(3)  # the fine cells are the view's first draw
+            coarse = np.isin(exp.train.stations, exp.task._pattern().nodes)
+            expected = np.sort(torch.randperm(256, generator=gen)[:16].numpy())
+            assert coarse.sum() == 64 and list(fine_cols) == list(expected)
+            assert box > 64  # scattered over the grid
+        else:
+            assert box <= 36  # a compact patch around one cell (lon spacing is shorter here: not square)

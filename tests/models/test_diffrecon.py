@@ -307,6 +307,31 @@ def test_training_draws_are_a_function_of_the_step_counter():
     assert int(other.train_steps) == 2
 
 
+def test_validation_at_evenly_spaced_noise_levels_is_the_mean_of_the_losses_there():
+    """val_noise_levels = n: every validation window scored at n fixed diffusion steps spread over
+    the schedule (CSDI's calc_loss_valid scores every step), the mean of the losses at each one;
+    the default keeps one drawn step per window. Neither moves the step counter."""
+    model, batch, _ = build("reconstruct", val_noise_levels=3)
+    t = model.params.diffusion_steps
+    assert t >= 5 and model.validation_steps() == [0, round((t - 1) / 2), t - 1]
+    assert build("reconstruct", val_noise_levels=80)[0].validation_steps() == list(range(t))
+    assert build("reconstruct")[0].validation_steps() == [None]
+    terms = all_terms(torch.randn(4, 12, 6, 1))
+    model.eval()
+    with torch.no_grad():
+        val = model.validation_loss(batch, terms, draw=1)
+        assert torch.equal(model.validation_loss(batch, terms, draw=1), val) and int(model.train_steps) == 0
+        per_level = []
+        for k, step in enumerate(model.validation_steps()):
+            model._validation_draw, model._validation_step = 1 * 3 + k, step
+            per_level.append(model.training_loss(batch, terms))
+        model._validation_draw = model._validation_step = None
+    torch.testing.assert_close(val, torch.stack(per_level).mean())
+    assert per_level[0] > 1.5 * per_level[-1]  # the loss differs between noise levels: one level is a poor score
+    with pytest.raises(ValueError, match="val_noise_levels"):
+        build("reconstruct", val_noise_levels=-1)
+
+
 @pytest.mark.parametrize(
     "task, backbone, lr, steps, ratio",
     [("impute", {}, 1e-2, 200, 0.7), ("reconstruct", {}, 1e-2, 200, 0.7), ("impute", CSDI, 1e-3, 300, 0.8)],

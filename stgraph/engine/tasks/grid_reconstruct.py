@@ -15,8 +15,13 @@ target (the paper trains on fine ground truth); in the val and test periods no f
 removed coarse value reaches a model, the scaler (fitted on the coarse cells in the train period
 only) or a feature before it is scored. Training batches hold every coarse cell (the pattern
 re-drawn per batch over those observed, as in station ``reconstruct``) and, as targets,
-``train.subgraph_size`` fine cells drawn per batch (all when unset). There are no stand-in
-stations: nothing is hidden among the coarse cells except by the pattern.
+``train.subgraph_size`` fine cells drawn per batch (all when unset): ``train.subgraph: random``
+draws them uniformly, ``local`` takes a random cell and its nearest cells, a compact patch of the
+fine grid. A model that convolves the fine grid (DiffRecon's stage-2 U-Net,
+:mod:`stgraph.nn.fine_mixer`) sees a uniform draw as a map whose other cells are zero (256 of the
+ERA5 grid's 1,536: five in six empty), unlike the full map it is evaluated on; a patch is filled
+around its centre, as evaluation's map is everywhere. There are no stand-in stations: nothing is
+hidden among the coarse cells except by the pattern.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from stgraph.data.grid import coarse_fine_network
 from stgraph.data.splits import StationSplit
 from stgraph.data.station_data import StationData
 from stgraph.data.windows import Windows
-from stgraph.engine.tasks.base import LossTerm, TrainingView, select_columns
+from stgraph.engine.tasks.base import LossTerm, TrainingView, select_columns, subgraph_columns
 from stgraph.engine.tasks.reconstruct import Reconstruct
 
 
@@ -89,7 +94,8 @@ class GridReconstruct(Reconstruct):
         coarse = np.isin(nodes, self._pattern().nodes)  # (N,) columns that are coarse cells
         src, fine = np.flatnonzero(coarse), np.flatnonzero(~coarse)
         if tc.subgraph_size and tc.subgraph_size < len(fine):
-            fine = np.sort(fine[torch.randperm(len(fine), generator=gen)[: tc.subgraph_size].numpy()])
+            latlon = None if self.latlon is None else self.latlon[nodes[fine]]
+            fine = fine[subgraph_columns(len(fine), tc, gen, latlon)]
         cols = np.concatenate([src, fine])
         w, nodes = select_columns(w, cols), nodes[cols]
         src, tgt = np.arange(len(src)), np.arange(len(src), len(cols))

@@ -155,6 +155,7 @@ class DiffReconParams:
     joint_step_fraction: float = 0.2  # joint training: stage 1's x̂0 from steps in the first fraction of T
     skip: bool = True  # ε̂ = prior ε (x0 ~ N(guide, prior_std²)) + network; False: the network alone (CSDI)
     prior_std: float = 1.0  # the skip's prior spread around the guide (standardised units)
+    val_noise_levels: int = 0  # validation: 0 = one drawn step per window; n = each window at n spread steps
 
 
 @dataclass
@@ -215,6 +216,7 @@ class DiffRecon(StationModel):
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
         self._budget: int | None = None
         self._validation_draw: int | None = None  # set by validation_loss
+        self._validation_step: int | None = None  # validation_loss: the diffusion step every window is scored at
 
     @staticmethod
     def _check(sizes: DataSizes, p: DiffReconParams) -> None:
@@ -246,6 +248,8 @@ class DiffRecon(StationModel):
             raise ValueError(f"DiffRecon: prior_std must be positive, got {p.prior_std}")
         if not 0.0 < p.joint_step_fraction <= 1.0:
             raise ValueError(f"DiffRecon: joint_step_fraction must be in (0, 1], got {p.joint_step_fraction}")
+        if p.val_noise_levels < 0:
+            raise ValueError(f"DiffRecon: val_noise_levels must be >= 0, got {p.val_noise_levels}")
         if not (p.pretrain or p.joint):
             raise ValueError("DiffRecon: pretrain and joint cannot both be False (nothing would train)")
         if p.d_model % p.heads:
@@ -342,14 +346,39 @@ class DiffRecon(StationModel):
         phase's form when the model trains jointly (stage 2 conditioned on stage 1's estimate, as
         at sampling), whatever the training phase, so checkpoints of both phases are scored on one
         scale (scored in the pre-training form, stage 2 conditioned on the coarse truth looks
-        better than any joint checkpoint can, and selection would never keep joint training)."""
+        better than any joint checkpoint can, and selection would never keep joint training).
+
+        ``val_noise_levels`` = n > 0 scores every window at n diffusion steps evenly spaced over
+        0..T-1 (all T when n >= T) and averages, as CSDI's ``calc_loss_valid`` does over every
+        step: with one drawn step per window, a validation set of a few windows measures the
+        model at a few noise levels only, and ε-MSE differs by orders of magnitude between them."""
         saved = self.train_steps.clone()
-        self._validation_draw = draw
+        levels = self.validation_steps()
         try:
-            return self.training_loss(batch, terms, loss_fn)
+            total = 0.0
+            for k, step in enumerate(levels):
+                self._validation_draw = draw if step is None else draw * len(levels) + k
+                self._validation_step = step
+                total = total + self.training_loss(batch, terms, loss_fn)
+            return total / len(levels)
         finally:
-            self._validation_draw = None
+            self._validation_draw, self._validation_step = None, None
             self.train_steps.copy_(saved)
+
+    def validation_steps(self) -> list[int | None]:
+        """The diffusion steps every validation window is scored at (``[None]``: one drawn per window)."""
+        n, t = self.params.val_noise_levels, self.params.diffusion_steps
+        if n == 0:
+            return [None]
+        if n >= t:
+            return list(range(t))
+        return sorted({round(i * (t - 1) / (n - 1)) for i in range(n)}) if n > 1 else [t // 2]
+
+    def _diffusion_steps(self, b: int, g: torch.Generator) -> torch.Tensor:
+        """(b,) the diffusion steps of a loss: drawn (training, and validation by default) or the
+        one :meth:`validation_loss` fixed (drawn anyway, so the stream's later draws do not move)."""
+        t = self.schedule.sample_timesteps(b, g)
+        return t if self._validation_step is None else torch.full_like(t, self._validation_step)
 
     def training_loss(self, batch: GraphBatch, terms: list[tuple], loss_fn=None) -> torch.Tensor:
         """Stage 1's ε loss at the cells to infer plus stage 2's at the targets (see the module
@@ -379,7 +408,7 @@ class DiffRecon(StationModel):
         def noised(t, eps):
             return torch.where(cond_mask, torch.zeros_like(truth), sched.q_sample(truth, t.to(dev), eps))
 
-        t1 = sched.sample_timesteps(b, g)
+        t1 = self._diffusion_steps(b, g)
         eps1 = randn(x.shape)
         loss = masked_mse(
             self.coarse_eps(ci, noised(t1, eps1), t1.to(dev), cond, cond_mask, guide, points), eps1, known & ~cond_mask
@@ -408,7 +437,7 @@ class DiffRecon(StationModel):
             for y, mask in fine_terms:
                 y_f, m_f = torch.where(mask, y.to(x.dtype), y_f), m_f | mask
             cond_f = self.fine.condition(completed, ci.time_enc, ci.pos, batch.pos_tgt, batch.static_tgt)
-            t2 = sched.sample_timesteps(b, g)
+            t2 = self._diffusion_steps(b, g)
             eps2 = randn(y_f.shape)
             loss = loss + masked_mse(
                 self.fine_eps(sched.q_sample(y_f, t2.to(dev), eps2), t2.to(dev), cond_f), eps2, m_f
