@@ -256,6 +256,59 @@ def test_untrained_model_centres_its_estimate_on_the_anchor(backbone):
         torch.testing.assert_close(x0, guide + ab**0.5 * (x_t - ab**0.5 * guide), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+def test_edm_scaling_bounds_what_the_network_moves_the_estimate_by(stage):
+    """A network that outputs a constant c moves x̂0 away from the skip's posterior mean by
+    c · sqrt((1 - ᾱ) / ᾱ) without ``edm_scaling`` (≈ 170 c at CSDI's last step: the trained stage 2 of
+    the ERA5 grid run put x̂0 25 K off there) and by c · c_out ≤ c · prior_std with it."""
+    for edm in (False, True):
+        model, batch, sizes = build("krige", edm_scaling=edm, prior_std=0.5)
+        net = model.coarse if stage == "coarse" else model.fine
+        torch.nn.init.constant_(net.decoder.out.bias, 0.1)  # ε̂ = prior ε + s(t) · 0.1
+        ci = model.coarse_inputs(batch)
+        guide = model.guide(ci.x, ci.mask, ci.pos)
+        t = torch.full((4,), model.params.diffusion_steps - 1)
+        ab = float(model.schedule.alpha_bars[-1])
+        if stage == "coarse":
+            points = model.condition_coarse(ci, ci.x, ci.mask, guide)
+            x_t = torch.randn_like(ci.x)
+            eps = model.coarse_eps(ci, x_t, t, ci.x, ci.mask, guide, points)
+            centre = guide
+        else:
+            cond = model.fine.condition(ci.x, ci.time_enc, ci.pos, batch.pos_tgt)
+            x_t = torch.randn_like(cond.guide)
+            eps = model.fine_eps(x_t, t, cond)
+            centre = cond.guide
+        moved = model.schedule.predict_x0(x_t, t, eps) - model.schedule.predict_x0(
+            x_t, t, model.prior_eps(x_t, t, centre)
+        )
+        if edm:
+            c_out = 0.5 * (1 - ab) ** 0.5 / (ab * 0.25 + 1 - ab) ** 0.5
+            torch.testing.assert_close(moved, torch.full_like(moved, -0.1 * c_out), rtol=1e-3, atol=1e-4)
+            assert moved.abs().max() <= 0.1 * 0.5
+        else:
+            torch.testing.assert_close(
+                moved, torch.full_like(moved, -0.1 * ((1 - ab) / ab) ** 0.5), rtol=1e-3, atol=1e-3
+            )
+
+
+def test_edm_loss_is_csdis_at_low_noise_and_uniform_in_network_units():
+    """eps_loss: the plain masked ε-MSE without ``edm_scaling``; with it, (ε̂ - ε) / s(t), s(0) ≈ 1,
+    so the network's output error counts alike at every noise level."""
+    plain = build("krige")[0]
+    edm = build("krige", edm_scaling=True)[0]
+    eps, mask = torch.randn(4, 3, 2, 1), torch.ones(4, 3, 2, 1, dtype=torch.bool)
+    err = torch.full_like(eps, 0.1)
+    last = torch.full((4,), plain.params.diffusion_steps - 1)
+    first = torch.zeros(4, dtype=torch.long)
+    assert float(plain.eps_loss(eps + err, eps, mask, last)) == pytest.approx(0.01, rel=1e-4)
+    assert float(edm.eps_loss(eps + err, eps, mask, first)) == pytest.approx(0.01, rel=1e-2)
+    s_last = edm.net_scale(last, eps)
+    assert float(edm.eps_loss(eps + s_last * err, eps, mask, last)) == pytest.approx(0.01, rel=1e-4)
+    with pytest.raises(ValueError, match="edm_scaling"):
+        build("krige", edm_scaling=True, skip=False)
+
+
 # --- training schedule ------------------------------------------------------------------------------------
 
 

@@ -84,6 +84,14 @@ Deviations from the paper, named:
   CSDI's schedule: without the skip, a briefly trained model sampled with 10 DDIM steps diverged (a
   synthetic impute check: scaled MAE 18 instead of 0.26). The untrained model samples the prior
   around the guide; the loss is unchanged (MSE on ε).
+* ``edm_scaling`` (off by default; with ``skip``) completes EDM's preconditioning: the network's
+  output is multiplied by s(t) = σ sqrt(ᾱ_t) / sqrt(ᾱ_t σ² + 1 - ᾱ_t) (:meth:`DiffRecon.net_scale`),
+  so it moves x̂0 by at most σ = ``prior_std`` times its output at any step, and the loss is the MSE
+  of (ε̂ - ε) / s(t), EDM's weight 1 / c_out²: the same as CSDI's at low noise, and at high noise a
+  regression of the conditional mean around the guide instead of an ε error the loss barely counts.
+  Why: with the skip alone, the ERA5 grid's trained stage 2 had a small ε error at the last step
+  that x̂0 = (x_T - sqrt(1 - ᾱ_T) ε̂) / sqrt(ᾱ_T) turned into 25 K (the IDW guide alone: 0.37 K),
+  and its samples started from there (fine MAE 1.0 K given the true coarse map).
 * The loss is CSDI's masked MSE on ε (``train.loss`` does not apply), stage 1 and stage 2 summed
   with equal weight. Static covariates reach stage 2 only (the fine nodes'); ``colocated_tgt`` and
   ``aggregate`` are not used.
@@ -155,6 +163,7 @@ class DiffReconParams:
     joint_step_fraction: float = 0.2  # joint training: stage 1's x̂0 from steps in the first fraction of T
     skip: bool = True  # ε̂ = prior ε (x0 ~ N(guide, prior_std²)) + network; False: the network alone (CSDI)
     prior_std: float = 1.0  # the skip's prior spread around the guide (standardised units)
+    edm_scaling: bool = False  # with skip: network output × EDM's c_out (in ε terms), loss weighted to match
     val_noise_levels: int = 0  # validation: 0 = one drawn step per window; n = each window at n spread steps
 
 
@@ -248,6 +257,8 @@ class DiffRecon(StationModel):
             raise ValueError(f"DiffRecon: prior_std must be positive, got {p.prior_std}")
         if not 0.0 < p.joint_step_fraction <= 1.0:
             raise ValueError(f"DiffRecon: joint_step_fraction must be in (0, 1], got {p.joint_step_fraction}")
+        if p.edm_scaling and not p.skip:
+            raise ValueError("DiffRecon: edm_scaling=True needs skip=True (it scales the network around the skip)")
         if p.val_noise_levels < 0:
             raise ValueError(f"DiffRecon: val_noise_levels must be >= 0, got {p.val_noise_levels}")
         if not (p.pretrain or p.joint):
@@ -315,6 +326,24 @@ class DiffRecon(StationModel):
         scale = ((1.0 - ab).sqrt() / (ab * self.params.prior_std**2 + 1.0 - ab)).to(x_t.dtype)
         return scale * (x_t - ab.sqrt().to(x_t.dtype) * centre)
 
+    def net_scale(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor | float:
+        """The factor on the network's ε output at steps t (B',), shaped to broadcast over ``like``:
+        1 without ``edm_scaling``; with it s(t) = σ sqrt(ᾱ_t) / sqrt(ᾱ_t σ² + 1 - ᾱ_t), σ = ``prior_std``,
+        EDM's c_out in ε terms: the network moves x̂0 by c_out(t) = σ sqrt(1 - ᾱ_t) / sqrt(ᾱ_t σ² +
+        1 - ᾱ_t) ≤ σ times its output, instead of sqrt((1 - ᾱ_t) / ᾱ_t) (≈ 170 at CSDI's last step)."""
+        if not self.params.edm_scaling:
+            return 1.0
+        ab = self.schedule.alpha_bars.to(like.device)[t].view(-1, *([1] * (like.dim() - 1)))
+        sd = self.params.prior_std
+        return (sd * ab.sqrt() / (ab * sd**2 + 1.0 - ab).sqrt()).to(like.dtype)
+
+    def eps_loss(self, eps_hat: torch.Tensor, eps: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """CSDI's masked MSE on ε; with ``edm_scaling`` on (ε̂ - ε) / s(t), the network's own scale (EDM's
+        loss weight 1 / c_out², uniform over noise levels in the network's output units; s(t) ≈ 1 at
+        low noise, so there it is CSDI's loss)."""
+        s = self.net_scale(t, eps)
+        return masked_mse(eps_hat / s, eps / s, mask)
+
     def coarse_eps(self, ci: CoarseInputs, x_t, t, cond, cond_mask, guide, points, reps: int = 1) -> torch.Tensor:
         """Stage 1's ε̂ for x_t (reps·B, W, N, C); the (B, ...) conditions are tiled ``reps`` times
         (``points``: :meth:`CoarseDenoiser.encode_points` of the untiled conditions)."""
@@ -323,11 +352,11 @@ class DiffRecon(StationModel):
         net = self.coarse(
             x_t, t, tile(cond), tile(cond_mask), guide, tile(ci.time_enc), tile(ci.node_feats), ci.graph, points
         )
-        return net + self.prior_eps(x_t, t, guide)
+        return self.net_scale(t, x_t) * net + self.prior_eps(x_t, t, guide)
 
     def fine_eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: FineCondition) -> torch.Tensor:
         """Stage 2's ε̂ for x_t (B', W, N_f, C) given its condition (centred on the IDW guide)."""
-        return self.fine(x_t, t, cond) + self.prior_eps(x_t, t, cond.guide)
+        return self.net_scale(t, x_t) * self.fine(x_t, t, cond) + self.prior_eps(x_t, t, cond.guide)
 
     def condition_coarse(self, ci: CoarseInputs, cond: torch.Tensor, cond_mask: torch.Tensor, guide: torch.Tensor):
         """Stage 1's step-independent conditioning of the (B, W, N, C) conditions, computed once per
@@ -410,8 +439,11 @@ class DiffRecon(StationModel):
 
         t1 = self._diffusion_steps(b, g)
         eps1 = randn(x.shape)
-        loss = masked_mse(
-            self.coarse_eps(ci, noised(t1, eps1), t1.to(dev), cond, cond_mask, guide, points), eps1, known & ~cond_mask
+        loss = self.eps_loss(
+            self.coarse_eps(ci, noised(t1, eps1), t1.to(dev), cond, cond_mask, guide, points),
+            eps1,
+            known & ~cond_mask,
+            t1.to(dev),
         )
 
         fine_terms = [(y, mask) for which, y, mask, weight in terms if which == "tgt" and weight]
@@ -439,8 +471,8 @@ class DiffRecon(StationModel):
             cond_f = self.fine.condition(completed, ci.time_enc, ci.pos, batch.pos_tgt, batch.static_tgt)
             t2 = self._diffusion_steps(b, g)
             eps2 = randn(y_f.shape)
-            loss = loss + masked_mse(
-                self.fine_eps(sched.q_sample(y_f, t2.to(dev), eps2), t2.to(dev), cond_f), eps2, m_f
+            loss = loss + self.eps_loss(
+                self.fine_eps(sched.q_sample(y_f, t2.to(dev), eps2), t2.to(dev), cond_f), eps2, m_f, t2.to(dev)
             )
         with torch.no_grad():
             self.train_steps += 1
