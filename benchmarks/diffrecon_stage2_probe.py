@@ -16,7 +16,9 @@ checked, its best checkpoint) and, over ``--max-windows`` evenly spaced windows 
 * ``x̂0 at step t``: the one-step estimate from the fine truth noised to step t, of the trained
   stage 2 and of its skip alone (the prior's posterior mean, i.e. an untrained network), for t in
   ``--steps``: a trained network should not be worse than its skip at any t;
-* ``full model``: the run's own forward pass (stage 1's samples, then stage 2).
+* ``full model``: the run's own forward pass (stage 1's samples, then stage 2);
+
+and then copies the run's own test scores (its ``metrics.json``, every test window).
 
 For ``reconstruct`` runs (stations or the grid protocol) with ``stage2: diffusion``. The noise of
 every draw is seeded, so a rerun gives the same numbers.
@@ -25,6 +27,7 @@ every draw is seeded, so a rerun gives the same numbers.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -87,6 +90,30 @@ def probe(model, exp, period: str, max_windows: int, steps: list[int]) -> tuple[
     return rows, len(inputs)
 
 
+def recorded_scores(run: Path) -> list[str]:
+    """The run's own test scores (its ``metrics.json``: every test window, original units), as lines."""
+    path = run / "metrics.json"
+    if not path.exists():
+        return ["The run has no `metrics.json` (unfinished): no recorded scores."]
+    m = json.loads(path.read_text())
+    training = m.get("training", {})
+    out = [
+        f"The run's own test scores (`metrics.json`, every test window; best validation at step "
+        f"{training.get('best_step', '?')} of {training.get('steps', '?')}):",
+        "",
+        "| cells | MAE | RMSE | CRPS | coverage 90 % |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for group, label in (("hidden", "fine (targets)"), ("removed", "removed coarse")):
+        o = m.get("test", {}).get(group, {}).get("overall")
+        if o:
+            cov = o.get("coverage90", float("nan"))
+            out.append(
+                f"| {label} | {o['mae']:.3f} | {o['rmse']:.3f} | {o.get('crps', float('nan')):.3f} | {cov:.2f} |"
+            )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
@@ -129,6 +156,7 @@ def main() -> None:
     names = [r for r, _ in next(iter(tables.values()))[0]]
     for i, name in enumerate(names):
         lines.append(f"| {name} | " + " | ".join(f"{rows[i][1]:.3f}" for rows, _ in tables.values()) + " |")
+    lines += ["", *recorded_scores(Path(args.run))]
     Path(args.result).write_text("\n".join(lines) + "\n")
     print("wrote", args.result)
 
