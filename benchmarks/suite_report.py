@@ -107,26 +107,40 @@ def main() -> None:
     ap.add_argument("--result", required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--notes", help="a markdown file whose text is appended (observations, caveats)")
-    ap.add_argument("--allow-mixed", action="store_true",
-                    help="write the file even with runs from several commits or a dirty tree (said in its header)")
+    ap.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="write the file even with runs from several commits or a dirty tree (said in its header)",
+    )
+    ap.add_argument("--threads", type=int, help="torch threads per worker (default: cores // workers)")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report the runs already finished (the header counts the others)",
+    )
     args = ap.parse_args()
     suite = load_suite(args.suite)
     t0 = time.perf_counter()
-    run_suite(suite, args.out, workers=args.workers, threads=max(1, (os.cpu_count() or 1) // args.workers))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    if not args.report_only:
+        run_suite(suite, args.out, workers=args.workers, threads=threads)
     elapsed = time.perf_counter() - t0
     md, _ = write_leaderboard(suite, args.out)
     runs = pd.read_csv(Path(args.out) / "runs.csv")  # written by write_leaderboard
     total = runs["wall_seconds"].sum()
     code = check_one_clean_commit(run_commits(suite, args.out), args.allow_mixed)
     command = f"python benchmarks/suite_report.py {args.suite} --out {args.out} --result {args.result}"
+    command += "".join(
+        f" {flag} {value}" for flag, value in (("--notes", args.notes), ("--threads", args.threads)) if value
+    )
+    command += " --report-only" if args.report_only else ""
     lines = [
         f"# Benchmark suite `{suite.name}`",
         "",
         f"- command: `{command}` (equivalently `stgraph benchmark {args.suite} --out {args.out}`)",
         f"- machine: {_cpu()}, {os.cpu_count()} cores, no GPU; {args.workers} worker processes × "
-        f"{max(1, (os.cpu_count() or 1) // args.workers)} torch thread",
-        f"- code: runs recorded git {code}; report written at `{_commit()}`; "
-        f"suite file `{args.suite}`",
+        f"{threads} torch thread",
+        f"- code: runs recorded git {code}; report written at `{_commit()}`; suite file `{args.suite}`",
         f"- runs: {len(runs)} finished of {len(suite.runs)}; sum of the runs' wall times {total / 60:.1f} min "
         f"(run {args.workers} at a time); this invocation {elapsed:.0f} s (it only runs what is unfinished)",
         "",
