@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(_glibc() is None or not hasattr(_glibc(), "malli
                                 reason="glibc >= 2.33 only (the option does nothing elsewhere)")
 
 _PROBE = r"""
-import ctypes, json
+import ctypes, json, os
 import torch
 from stgraph.engine.allocator import _glibc, set_retain_memory
 
@@ -23,7 +23,9 @@ class MallInfo2(ctypes.Structure):
                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
 libc = _glibc()
 libc.mallinfo2.restype = MallInfo2
-info = lambda: {k: getattr(libc.mallinfo2(), k) for k in ("arena", "hblkhd", "fordblks")}
+page = os.sysconf("SC_PAGE_SIZE")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
+info = lambda: {**{k: getattr(libc.mallinfo2(), k) for k in ("arena", "hblkhd", "fordblks")}, "rss": rss()}
 size = 256 << 20  # far above glibc's largest mmap threshold (32 MB) and any free heap space here
 out = {"modes": [set_retain_memory(False)], "system": [info()]}
 block = torch.ones(size // 4)
@@ -53,7 +55,10 @@ def test_retained_memory_stays_in_the_heap_and_system_mode_gives_it_back():
     assert during["hblkhd"] - before["hblkhd"] < mb  # retain: from the heap, not a new mapping ...
     assert during["arena"] - before["arena"] >= size - mb
     assert freed["fordblks"] - before["fordblks"] >= size - mb  # ... and kept there when freed
-    assert got["after"]["arena"] < freed["arena"] - size // 2  # switching back trims what the heap held
+    # switching back trims what the heap held: its free pages go back to the system (resident size;
+    # the heap's extent, ``arena``, shrinks only when nothing is allocated above the block, which
+    # depends on the process's other allocations and made an ``arena`` check flaky)
+    assert got["after"]["rss"] < freed["rss"] - size // 2
 
 
 def test_setting_the_same_mode_twice_is_harmless():
