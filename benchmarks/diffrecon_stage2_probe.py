@@ -69,11 +69,8 @@ def probe(model, exp, period: str, max_windows: int, steps: list[int]) -> tuple[
     rows = [("idw(true coarse)", mae(idw_to_fine(coarse, ci.pos, batch.pos_tgt, p.fine_k, p.idw_power)))]
     b, s = coarse.size(0), p.num_samples
     g = torch.Generator().manual_seed(p.sample_seed)
-    cond = model.fine.condition(
-        coarse.repeat(s, 1, 1, 1), ci.time_enc.repeat(s, 1, 1), ci.pos, batch.pos_tgt, batch.static_tgt
-    )
-    drawn = model._sample(lambda x_t, t: model.fine_eps(x_t, t, cond), (s * b, *fine.shape[1:]), 1, g, like=coarse)
-    samples = drawn[0].unflatten(0, (s, b))  # (S, B, W, N_f, C)
+    completed = coarse.expand(s, *coarse.shape)  # the true coarse map as each of the S completions
+    samples = model.sample_fine(completed, ci.time_enc, ci.pos, batch.pos_tgt, batch.static_tgt, g)  # (S, B, W, N_f, C)
     rows.append(("stage 2 given the true coarse map: median", mae(sample_quantiles(samples, (0.5,))[0])))
     rows.append(("stage 2 given the true coarse map: one sample", mae(samples[0])))
     rows.append(("stage 2 given the true coarse map: sample spread (std)", float((samples.std(0) * std)[mask].mean())))

@@ -16,6 +16,7 @@ from stgraph.engine.run import evaluate_run, run_experiment
 from stgraph.models import build_model
 from stgraph.models.diffrecon.fine import idw_to_fine
 from stgraph.nn.st_pointformer import STPointFormer
+from stgraph.ops.neighbours import canonical_order
 from stgraph.ops.quantiles import sample_quantiles
 from stgraph.testing import synthetic_stations
 from tests.models.contract import POS, make_batch
@@ -220,6 +221,27 @@ def test_idw_stage2_is_the_idw_of_each_stage1_sample():
     pred = model(batch)
     want = idw_to_fine(pred.samples_src.flatten(0, 1), batch.pos_src, batch.pos_tgt, HP["fine_k"], 2.0)
     torch.testing.assert_close(pred.samples_tgt, want.unflatten(0, pred.samples_src.shape[:2]))
+
+
+def test_forward_draws_stage2_through_sample_fine():
+    """With every coarse cell observed stage 1 draws nothing, so the forward's fine samples are
+    ``sample_fine``'s of the observed map under a freshly seeded generator (what the stage-2 probe
+    calls with the true coarse map)."""
+    model, batch, _ = build("krige")
+    full = copy.copy(batch)
+    full.x_mask = torch.ones_like(batch.x_mask)
+    pred = model(full)
+    o_src, o_tgt = canonical_order(full.pos_src), canonical_order(full.pos_tgt)
+    canon = copy.copy(full)
+    canon.x, canon.x_mask = full.x[:, :, o_src], full.x_mask[:, :, o_src]
+    canon.pos_src, canon.pos_tgt = full.pos_src[o_src], full.pos_tgt[o_tgt]
+    ci = model.coarse_inputs(canon)
+    s = HP["num_samples"]
+    g = torch.Generator().manual_seed(model.params.sample_seed)
+    fine = model.sample_fine(ci.x.expand(s, *ci.x.shape), ci.time_enc, ci.pos, canon.pos_tgt, None, g)
+    assert fine.shape == pred.samples_tgt.shape
+    torch.testing.assert_close(pred.samples_tgt, fine[:, :, :, torch.argsort(o_tgt)])
+    assert not torch.equal(fine[0], fine[1])  # one draw per completion, not one shared
 
 
 @pytest.mark.parametrize("prior_std", [1.0, 0.4])

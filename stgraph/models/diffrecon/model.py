@@ -90,8 +90,9 @@ Deviations from the paper, named:
   of (ε̂ - ε) / s(t), EDM's weight 1 / c_out²: the same as CSDI's at low noise, and at high noise a
   regression of the conditional mean around the guide instead of an ε error the loss barely counts.
   Why: with the skip alone, the ERA5 grid's trained stage 2 had a small ε error at the last step
-  that x̂0 = (x_T - sqrt(1 - ᾱ_T) ε̂) / sqrt(ᾱ_T) turned into 25 K (the IDW guide alone: 0.37 K),
-  and its samples started from there (fine MAE 1.0 K given the true coarse map).
+  that x̂0 = (x_T - sqrt(1 - ᾱ_T) ε̂) / sqrt(ᾱ_T) turned into 23-25 K (test and val periods; the
+  skip alone: 0.47 K), and its samples started from there (fine MAE 1.0 K given the true coarse map;
+  ``benchmarks/results/diffrecon_stage2_probe_skip_only.md``).
 * The loss is CSDI's masked MSE on ε (``train.loss`` does not apply), stage 1 and stage 2 summed
   with equal weight. Static covariates reach stage 2 only (the fine nodes'); ``colocated_tgt`` and
   ``aggregate`` are not used.
@@ -489,6 +490,26 @@ class DiffRecon(StationModel):
         )  # fmt: skip
 
     @torch.no_grad()
+    def sample_fine(self, completed, time_enc, pos_src, pos_tgt, static_tgt, generator: torch.Generator):
+        """Stage 2 alone: one fine draw for each coarse completion.
+
+        ``completed`` (S, B, W, N_src, C) coarse maps in canonical station order (stage 1's samples,
+        or any coarse field, e.g. the true one); ``time_enc`` (B, W, E); ``pos_src`` (N_src, 2);
+        ``pos_tgt`` (N_tgt, 2); ``static_tgt`` (N_tgt, F) or None. Returns (S, B, W, N_tgt, C),
+        scaled units. Without T-PatternNet's stage (the ``fine=False`` ablation): the IDW of each
+        completion. Consumes ``generator`` exactly as :meth:`forward` does after stage 1.
+        """
+        p = self.params
+        s, b, w, _, c = completed.shape
+        flat = completed.flatten(0, 1)  # (S·B, W, N_src, C), sample-major
+        if self.fine is None:
+            return idw_to_fine(flat, pos_src, pos_tgt, p.fine_k, p.idw_power).unflatten(0, (s, b))
+        cond = self.fine.condition(flat, repeat_for_samples(time_enc, s), pos_src, pos_tgt, static_tgt)
+        shape = (s * b, w, pos_tgt.size(0), c)
+        drawn = self._sample(lambda x_t, t: self.fine_eps(x_t, t, cond), shape, 1, generator, like=flat)
+        return drawn[0].unflatten(0, (s, b))
+
+    @torch.no_grad()
     def forward(self, batch: GraphBatch) -> Prediction:
         p, s = self.params, self.params.num_samples
         order_src, order_tgt = canonical_order(batch.pos_src), canonical_order(batch.pos_tgt)
@@ -512,18 +533,11 @@ class DiffRecon(StationModel):
 
             drawn = self._sample(eps1, x.shape, s, g, infer_mask=~m, like=x)  # (S, B, W, N, C)
             completed = torch.where(m, x, drawn)
-        flat = completed.flatten(0, 1)  # (S·B, W, N_src, C), sample-major
         nf = canon.pos_tgt.size(0)
         if nf == 0:
             fine = x.new_zeros(s, b, w, 0, c)
-        elif self.fine is None:  # ablation: IDW of each completion
-            fine = idw_to_fine(flat, ci.pos, canon.pos_tgt, p.fine_k, p.idw_power).unflatten(0, (s, b))
         else:
-            cond_f = self.fine.condition(
-                flat, repeat_for_samples(ci.time_enc, s), ci.pos, canon.pos_tgt, canon.static_tgt
-            )
-            drawn = self._sample(lambda x_t, t: self.fine_eps(x_t, t, cond_f), (s * b, w, nf, c), 1, g, like=x)
-            fine = drawn[0].unflatten(0, (s, b))
+            fine = self.sample_fine(completed, ci.time_enc, ci.pos, canon.pos_tgt, canon.static_tgt, g)
         samples_src = completed[:, :, :, torch.argsort(order_src)]
         samples_tgt = fine[:, :, :, torch.argsort(order_tgt)]
         median = sample_quantiles(samples_src, (0.5,))[0], sample_quantiles(samples_tgt, (0.5,))[0]
