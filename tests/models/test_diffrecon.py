@@ -14,7 +14,8 @@ from stgraph.engine.config import config_from_dict
 from stgraph.engine.experiment import prepare_experiment
 from stgraph.engine.run import evaluate_run, run_experiment
 from stgraph.models import build_model
-from stgraph.models.diffrecon.fine import idw_to_fine
+from stgraph.models.base import DataSizes, GraphBatch
+from stgraph.models.diffrecon.fine import bicubic_to_fine, idw_to_fine
 from stgraph.nn.st_pointformer import STPointFormer
 from stgraph.ops.neighbours import canonical_order
 from stgraph.ops.quantiles import sample_quantiles
@@ -609,3 +610,53 @@ def test_a_fine_node_knows_where_it_is_whatever_the_other_fine_nodes():
             torch.nn.init.normal_(p)
         eps = model(same_x, t, model.condition(flat, time_enc, pos_c, twins))
         assert (not torch.allclose(eps[:, :, 0], eps[:, :, 1])) == differ
+
+
+def _grid_batch(b: int = 2, w: int = 8):
+    """A 4 x 5 coarse grid with 30 % of its cells unobserved and the 16 x 20 fine grid nested in it."""
+    lat, lon = np.array([50.0, 51.0, 52.0, 53.0]), np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    offsets = np.array([-0.375, -0.125, 0.125, 0.375])
+
+    def cells(la, lo):
+        la, lo = np.meshgrid(la, lo, indexing="ij")
+        return torch.tensor(np.stack([la.ravel(), lo.ravel()], 1), dtype=torch.float32)
+
+    g = torch.Generator().manual_seed(0)
+    pos = cells(lat, lon)
+    x = torch.randn(b, w, len(pos), 1, generator=g)
+    m = torch.rand(b, w, len(pos), 1, generator=g) > 0.3
+    fine = cells((lat[:, None] + offsets).ravel(), (lon[:, None] + offsets).ravel())
+    batch = GraphBatch(x=x * m, x_mask=m, x_time=torch.zeros(b, w, 6), y_time=torch.zeros(b, w, 6),
+                       pos_src=pos, pos_tgt=fine)  # fmt: skip
+    return batch, DataSizes(1, 1, (0,), w, w, task="reconstruct")
+
+
+def test_bicubic_fine_guide_is_the_bicubic_baseline_of_each_completion():
+    """``fine_guide="bicubic"``: the no-fine-diffusion ablation returns the bicubic upsampling of each
+    stage-1 sample (the ``bicubic`` baseline's, given that sample as a complete map), and the
+    diffusion stage's guide channel is the same upsampling of its condition."""
+    batch, sizes = _grid_batch()
+    torch.manual_seed(0)
+    ablation = build_model("diffrecon", sizes, {**HP, "fine_guide": "bicubic", "stage2": "idw"})
+    pred = ablation(batch)
+    s = pred.samples_src.size(0)
+    for i in range(s):
+        done = copy.copy(batch)
+        done.x, done.x_mask = pred.samples_src[i], torch.ones_like(batch.x_mask)
+        torch.testing.assert_close(pred.samples_tgt[i], build_model("bicubic", sizes)(done).tgt)
+    idw = build_model("diffrecon", sizes, {**HP, "stage2": "idw"})(batch)  # the default guide differs
+    assert not torch.allclose(idw.samples_tgt, pred.samples_tgt)
+
+    torch.manual_seed(0)
+    model = build_model("diffrecon", sizes, {**HP, "fine_guide": "bicubic"})
+    completed = pred.samples_src[0]
+    cond = model.fine.condition(completed, torch.zeros(2, 8, 6), batch.pos_src, batch.pos_tgt)
+    torch.testing.assert_close(cond.guide, bicubic_to_fine(completed, batch.pos_src, batch.pos_tgt))
+
+
+def test_bicubic_fine_guide_refuses_coarse_nodes_that_are_not_a_grid():
+    model, batch, _ = build("krige", fine_guide="bicubic")
+    with pytest.raises(ValueError, match="full regular grid"):
+        model(batch)
+    with pytest.raises(ValueError, match="fine_guide must be one of"):
+        build("krige", fine_guide="cubic")

@@ -5,17 +5,20 @@
 encoded by T-PatternNet (:class:`~stgraph.nn.t_patternnet.TPatternNet`), carried to the fine nodes
 over the bipartite coarse → fine kNN graph (:mod:`stgraph.graph.bipartite`: inverse-distance or
 learned attention weights), and a head of residual temporal blocks predicts ε̂ at the fine nodes
-from the noisy fine value, the carried features, the IDW of the completed coarse values at the
-fine node (an guide channel), the fine node's position and static covariates, the step
-embedding and the calendar; after each block the fine nodes exchange information
-(:class:`~stgraph.nn.fine_mixer.FineMixer`: the paper's U-Net when they fill a lattice, a kNN
-graph convolution otherwise). The conditioning does not change along the reverse process, so
-:meth:`FineDenoiser.condition` runs once per sampling and only the head runs at each step.
+from the noisy fine value, the carried features, the IDW (or, on grids, optionally the bicubic
+interpolation) of the completed coarse values at the fine node (a guide channel), the fine
+node's position and static covariates, the step embedding and the calendar; after each block
+the fine nodes exchange information (:class:`~stgraph.nn.fine_mixer.FineMixer`: the paper's U-Net
+when they fill a lattice, a kNN graph convolution otherwise). The conditioning does not change
+along the reverse process, so :meth:`FineDenoiser.condition` runs once per sampling and only the
+head runs at each step.
 
 Deviations from the paper, named: the paper fuses a U-Net on the fine map with T-PatternNet over
 the whole map as channels; here T-PatternNet runs per coarse node and reaches the fine nodes
 through the bipartite carry, and fine stations with no lattice mix over a kNN graph. The IDW
-guide channel is an addition of this package (as stage 1's, after PriSTI).
+guide channel is an addition of this package (as stage 1's, after PriSTI); its bicubic form on
+grids is the conditioning of image super-resolution diffusion (SR3 conditions on the bicubic
+upsampling of the low-resolution image), which the paper's U-Net stage may or may not use.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch import nn
 
 from stgraph.diffusion import DiffusionStepEmbedding
 from stgraph.graph.bipartite import BipartiteAttention, bipartite_knn, carry_to_fine, idw_edge_weights
+from stgraph.models.baselines.upsample import bicubic_at, grid_axes
 from stgraph.models.diffrecon.layers import TIME_FEATURES, ZeroOutDecoder
 from stgraph.nn.fine_mixer import FineLayout, FineMixer, fine_layout
 from stgraph.nn.neural_knn import local_km
@@ -36,6 +40,7 @@ from stgraph.nn.st_pointformer import LatLonEncoding
 from stgraph.nn.t_patternnet import TPatternNet
 
 CARRIES = ("idw", "attention")
+FINE_GUIDES = ("idw", "bicubic")
 
 
 @dataclass
@@ -45,7 +50,8 @@ class FineCondition:
     Attributes:
         feats: (B', W, N_f, d) T-PatternNet features of the completed coarse series, carried to the
             fine nodes, plus each fine node's own features (position, static covariates).
-        guide: (B', W, N_f, C) IDW of the completed coarse values at the fine nodes.
+        guide: (B', W, N_f, C) the completed coarse values at the fine nodes by the denoiser's
+            ``guide`` (IDW or bicubic).
         time_enc: (B', W, 6) calendar encodings.
         layout: the fine nodes' :class:`~stgraph.nn.fine_mixer.FineLayout` (None: no mixing).
     """
@@ -94,6 +100,26 @@ def idw_to_fine(values: torch.Tensor, pos_coarse: torch.Tensor, pos_fine: torch.
     return carry_to_fine(values, edge_index, idw, pos_fine.size(0))
 
 
+def bicubic_to_fine(values: torch.Tensor, pos_coarse: torch.Tensor, pos_fine: torch.Tensor) -> torch.Tensor:
+    """(B', W, N_c, C) complete coarse values on the cells of a full regular lat/lon grid (any node
+    order) -> (B', W, N_f, C) their bicubic interpolation at the fine nodes (the ``bicubic``
+    baseline's upsampling, cell-centre aligned, border padding). Raises if the coarse nodes do not
+    form such a grid."""
+    b, w, _, c = values.shape
+    lat, lon, order = grid_axes(pos_coarse)
+    maps = values[:, :, torch.as_tensor(order, device=values.device)].reshape(b * w, len(lat), len(lon), c)
+    return bicubic_at(maps, lat, lon, pos_fine).reshape(b, w, -1, c)
+
+
+def guide_to_fine(values: torch.Tensor, pos_coarse: torch.Tensor, pos_fine: torch.Tensor, kind: str, k: int,
+                  power: float) -> torch.Tensor:  # fmt: skip
+    """Stage 2's guide: (B', W, N_c, C) complete coarse values -> (B', W, N_f, C) by ``kind``
+    (``idw``: :func:`idw_to_fine` over the k nearest, power ``power``; ``bicubic``: :func:`bicubic_to_fine`)."""
+    if kind == "bicubic":
+        return bicubic_to_fine(values, pos_coarse, pos_fine)
+    return idw_to_fine(values, pos_coarse, pos_fine, k, power)
+
+
 class FineDenoiser(nn.Module):
     """Stage 2's ε predictor.
 
@@ -111,6 +137,9 @@ class FineDenoiser(nn.Module):
             (:class:`~stgraph.nn.fine_mixer.FineMixer`: the U-Net on a lattice, a kNN graph otherwise).
         num_static: S, static covariates per fine node (0: none).
         window: W, steps per window (the lattice mixer's U-Net takes the window's steps as channels).
+        guide: the guide channel and skip centre at the fine nodes: ``idw`` (of the ``fine_k``
+            nearest completed coarse nodes) or ``bicubic`` (of the completed coarse map; the coarse
+            nodes must be the cells of a full regular grid: the grid protocol).
 
     Shapes: :meth:`condition`: completed (B', W, N_c, C), time_enc (B', W, 6), pos_coarse (N_c, 2),
     pos_fine (N_f, 2), static_fine (N_f, S) or None -> :class:`FineCondition`; :meth:`forward`:
@@ -134,10 +163,14 @@ class FineDenoiser(nn.Module):
         mixing: bool = True,
         num_static: int = 0,
         window: int = 1,
+        guide: str = "idw",
     ):
         super().__init__()
         if carry not in CARRIES:
             raise ValueError(f"FineDenoiser: carry must be one of {CARRIES}, got {carry!r}")
+        if guide not in FINE_GUIDES:
+            raise ValueError(f"FineDenoiser: guide must be one of {FINE_GUIDES}, got {guide!r}")
+        self.guide_kind = guide
         c, d = value_channels, d_model
         self.fine_k, self.idw_power = fine_k, idw_power
         self.coarse_in = nn.Linear(c + TIME_FEATURES, d)  # eq. 26, with the external (calendar) features
@@ -185,7 +218,10 @@ class FineDenoiser(nn.Module):
             feats = feats + own
         if self.mixers is not None and layout is None:
             layout = fine_layout(pos_fine)
-        guide = carry_to_fine(completed, edge_index, idw, nf)
+        if self.guide_kind == "bicubic":
+            guide = bicubic_to_fine(completed, pos_coarse, pos_fine)
+        else:
+            guide = carry_to_fine(completed, edge_index, idw, nf)
         return FineCondition(feats, guide, time_enc, layout)
 
     def reset_parameters(self) -> None:

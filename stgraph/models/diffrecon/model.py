@@ -41,7 +41,7 @@ coarse nodes are the visible stations (``batch.pos_src``) and the fine nodes the
   reaches stage 1), observed cells kept. Until told its budget the model pre-trains. Ablations:
   ``pretrain=False`` (joint from step 0), ``joint=False`` (pre-training only), ``pointformer=False``
   (GNN only), ``tpatternnet=False`` (no T-PatternNet), ``stage2="idw"`` (no fine-grained diffusion:
-  each stage-1 sample's IDW at the fine nodes).
+  each stage-1 sample carried to the fine nodes by stage 2's guide, ``fine_guide``: IDW by default).
 * **Sampling** (:meth:`DiffRecon.forward`, no gradient): stage 1 draws ``num_samples`` completions
   (``sampler`` ``ddim``/``ddpm``, ``sampling_steps``, ``eta``), observed cells fixed to their values;
   stage 2 draws one fine sample per completion. ``src`` / ``tgt`` are the samples' medians (the
@@ -68,7 +68,12 @@ Deviations from the paper, named:
   :mod:`stgraph.models.diffrecon.coarse` and :mod:`stgraph.models.diffrecon.fine`.
 * Guide conditioning: stage 1 also gets an interpolation of the conditioning cells
   (``lerp-knn`` by default), stage 2 the IDW of the completed coarse values at each fine node, as
-  extra input channels (PriSTI's finding); ``guide="none"`` removes stage 1's.
+  extra input channels (PriSTI's finding); ``guide="none"`` removes stage 1's. On grids
+  ``fine_guide="bicubic"`` makes stage 2's guide (and its skip's centre) the bicubic upsampling of
+  the completed coarse map, the conditioning of SR3-style super-resolution diffusion and the
+  ``bicubic`` baseline's interpolation: the IDW of the 4 nearest coarse cells is a worse fine
+  estimate than bicubic upsampling (``benchmarks/results/era5_grid.md``), and the skip centres
+  every sample on it.
 * Pre-training's coarse truth: the paper downsamples the fine ground truth to a pseudo-complete
   coarse map; stations have no such aggregate, so it is the observed visible cells plus the truth of
   the cells the task hid, masked IDW elsewhere.
@@ -107,7 +112,7 @@ import torch
 from stgraph.diffusion import SAMPLERS, SCHEDULES, NoiseSchedule, repeat_for_samples, sample
 from stgraph.models.base import DataSizes, GraphBatch, Prediction, StationModel
 from stgraph.models.diffrecon.coarse import CoarseDenoiser, CSDICoarseDenoiser
-from stgraph.models.diffrecon.fine import CARRIES, FineCondition, FineDenoiser, idw_to_fine
+from stgraph.models.diffrecon.fine import CARRIES, FINE_GUIDES, FineCondition, FineDenoiser, guide_to_fine
 from stgraph.nn.intra_map_gnn import IntraMapGraph, intra_map_graph
 from stgraph.ops.idw import masked_idw
 from stgraph.ops.lerp import lerp_knn
@@ -153,6 +158,7 @@ class DiffReconParams:
     stage2: str = "diffusion"  # "diffusion" or "idw" (ablation: IDW of each stage-1 sample)
     fine_k: int = 4  # coarse neighbours per fine node
     carry: str = "idw"  # coarse -> fine weights: "idw" or "attention"
+    fine_guide: str = "idw"  # stage 2's guide, skip centre and stage2="idw" ablation: "idw" or "bicubic" (grids)
     tpatternnet: bool = True  # False: the "no T-PatternNet" ablation (coarse embeddings carried as they are)
     fine_position: bool = True  # stage 2: each fine node's position (and static covariates) as input
     fine_mixing: bool = True  # stage 2: fine nodes exchange information (U-Net on a lattice, kNN GNN otherwise)
@@ -220,7 +226,7 @@ class DiffRecon(StationModel):
             self.fine = FineDenoiser(
                 c, p.d_model, p.num_layers, p.top_k, p.num_kernels, p.diffusion_steps, p.step_dim, p.fine_k, p.carry,
                 p.idw_power, tpatternnet=p.tpatternnet, position=p.fine_position, mixing=p.fine_mixing,
-                num_static=sizes.num_static, window=sizes.window,
+                num_static=sizes.num_static, window=sizes.window, guide=p.fine_guide,
             )  # fmt: skip
         self.register_buffer("noise_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
@@ -243,6 +249,7 @@ class DiffRecon(StationModel):
             ("guide", p.guide, GUIDES),
             ("stage2", p.stage2, STAGE2),
             ("carry", p.carry, CARRIES),
+            ("fine_guide", p.fine_guide, FINE_GUIDES),
             ("backbone", p.backbone, BACKBONES),
         ):
             if value not in allowed:
@@ -503,7 +510,7 @@ class DiffRecon(StationModel):
         s, b, w, _, c = completed.shape
         flat = completed.flatten(0, 1)  # (S·B, W, N_src, C), sample-major
         if self.fine is None:
-            return idw_to_fine(flat, pos_src, pos_tgt, p.fine_k, p.idw_power).unflatten(0, (s, b))
+            return guide_to_fine(flat, pos_src, pos_tgt, p.fine_guide, p.fine_k, p.idw_power).unflatten(0, (s, b))
         cond = self.fine.condition(flat, repeat_for_samples(time_enc, s), pos_src, pos_tgt, static_tgt)
         shape = (s * b, w, pos_tgt.size(0), c)
         drawn = self._sample(lambda x_t, t: self.fine_eps(x_t, t, cond), shape, 1, generator, like=flat)
