@@ -1,5 +1,5 @@
 """Where DiffRecon's fine estimate goes wrong, on a finished run: stage 2 alone, given the true
-coarse map, against the IDW guide it is centred on; and its one-step estimate x̂0 by noise level.
+coarse map, against the guide it is centred on; and its one-step estimate x̂0 by noise level.
 
     python benchmarks/diffrecon_stage2_probe.py outputs/bench/era5_grid/runs/random-0.4/diffrecon/fold0-seed0 \
         --result benchmarks/results/diffrecon_stage2_probe.md --max-windows 8 --threads 1
@@ -8,8 +8,8 @@ Loads the run's trained model (:func:`stgraph.engine.run.load_trained`: its own 
 checked, its best checkpoint) and, over ``--max-windows`` evenly spaced windows of each period
 (``--periods``, default val and test), scores in original units at the target (fine) cells:
 
-* ``idw(true coarse)``: the IDW of the *true* coarse values at the fine nodes, stage 2's guide when
-  stage 1 is perfect;
+* ``idw(true coarse)`` (or ``bicubic(true coarse)``, by the run's ``fine_guide``): stage 2's guide
+  of the *true* coarse values at the fine nodes, its guide when stage 1 is perfect;
 * ``stage 2 given the true coarse map``: the median of the run's number of stage-2 samples (its sampler and
   steps) conditioned on the true coarse map (stage 1 bypassed), the mean spread (std) of those
   samples, and one sample;
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stgraph.engine.run import load_trained  # noqa: E402
-from stgraph.models.diffrecon.fine import idw_to_fine  # noqa: E402
+from stgraph.models.diffrecon.fine import guide_to_fine  # noqa: E402
 from stgraph.ops.quantiles import sample_quantiles  # noqa: E402
 
 
@@ -66,7 +66,8 @@ def probe(model, exp, period: str, max_windows: int, steps: list[int]) -> tuple[
     def mae(est: torch.Tensor) -> float:
         return float(((est - fine).abs() * std)[mask].mean())
 
-    rows = [("idw(true coarse)", mae(idw_to_fine(coarse, ci.pos, batch.pos_tgt, p.fine_k, p.idw_power)))]
+    guide = guide_to_fine(coarse, ci.pos, batch.pos_tgt, p.fine_guide, p.fine_k, p.idw_power)
+    rows = [(f"{p.fine_guide}(true coarse)", mae(guide))]
     b, s = coarse.size(0), p.num_samples
     g = torch.Generator().manual_seed(p.sample_seed)
     completed = coarse.expand(s, *coarse.shape)  # the true coarse map as each of the S completions
