@@ -15,7 +15,8 @@ from stgraph.engine.experiment import prepare_experiment
 from stgraph.engine.run import evaluate_run, run_experiment
 from stgraph.models import build_model
 from stgraph.models.base import DataSizes, GraphBatch
-from stgraph.models.diffrecon.fine import bicubic_to_fine, idw_to_fine
+from stgraph.models.baselines.upsample import bicubic_upsample
+from stgraph.models.diffrecon.fine import idw_to_fine
 from stgraph.nn.st_pointformer import STPointFormer
 from stgraph.ops.neighbours import canonical_order
 from stgraph.ops.quantiles import sample_quantiles
@@ -651,7 +652,7 @@ def test_bicubic_fine_guide_is_the_bicubic_baseline_of_each_completion():
     model = build_model("diffrecon", sizes, {**HP, "fine_guide": "bicubic"})
     completed = pred.samples_src[0]
     cond = model.fine.condition(completed, torch.zeros(2, 8, 6), batch.pos_src, batch.pos_tgt)
-    torch.testing.assert_close(cond.guide, bicubic_to_fine(completed, batch.pos_src, batch.pos_tgt))
+    torch.testing.assert_close(cond.guide, bicubic_upsample(completed, batch.pos_src, batch.pos_tgt))
 
 
 def test_bicubic_fine_guide_refuses_coarse_nodes_that_are_not_a_grid():

@@ -84,6 +84,16 @@ def bicubic_at(values: torch.Tensor, lat: np.ndarray, lon: np.ndarray, pos_tgt: 
     return out[:, :, 0].permute(0, 2, 1)  # (B, C, 1, N) -> (B, N, C)
 
 
+def bicubic_upsample(values: torch.Tensor, pos_src: torch.Tensor, pos_tgt: torch.Tensor) -> torch.Tensor:
+    """(B, W, N_src, C) complete values on the cells of a full regular lat/lon grid (any node order)
+    -> (B, W, N_tgt, C) their bicubic interpolation at the targets (:func:`bicubic_at`). Raises if
+    the source nodes do not form such a grid (:func:`grid_axes`)."""
+    b, w, _, c = values.shape
+    lat, lon, order = grid_axes(pos_src)
+    maps = values[:, :, torch.as_tensor(order, device=values.device)].reshape(b * w, len(lat), len(lon), c)
+    return bicubic_at(maps, lat, lon, pos_tgt).reshape(b, w, -1, c)
+
+
 class _Upsample(StationModel):
     trainable = False
     learns_interpolation = False
@@ -112,10 +122,7 @@ class Bicubic(_Upsample):
     tasks = frozenset({"reconstruct"})
 
     def upsample(self, src: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
-        b, w, n, c = src.shape
-        lat, lon, order = grid_axes(batch.pos_src)
-        maps = src[:, :, torch.as_tensor(order)].reshape(b * w, len(lat), len(lon), c)
-        return bicubic_at(maps, lat, lon, batch.pos_tgt).reshape(b, w, -1, c)
+        return bicubic_upsample(src, batch.pos_src, batch.pos_tgt)
 
 
 class IDWUpsample(_Upsample):

@@ -32,7 +32,7 @@ from torch import nn
 
 from stgraph.diffusion import DiffusionStepEmbedding
 from stgraph.graph.bipartite import BipartiteAttention, bipartite_knn, carry_to_fine, idw_edge_weights
-from stgraph.models.baselines.upsample import bicubic_at, grid_axes
+from stgraph.models.baselines.upsample import bicubic_upsample
 from stgraph.models.diffrecon.layers import TIME_FEATURES, ZeroOutDecoder
 from stgraph.nn.fine_mixer import FineLayout, FineMixer, fine_layout
 from stgraph.nn.neural_knn import local_km
@@ -100,23 +100,13 @@ def idw_to_fine(values: torch.Tensor, pos_coarse: torch.Tensor, pos_fine: torch.
     return carry_to_fine(values, edge_index, idw, pos_fine.size(0))
 
 
-def bicubic_to_fine(values: torch.Tensor, pos_coarse: torch.Tensor, pos_fine: torch.Tensor) -> torch.Tensor:
-    """(B', W, N_c, C) complete coarse values on the cells of a full regular lat/lon grid (any node
-    order) -> (B', W, N_f, C) their bicubic interpolation at the fine nodes (the ``bicubic``
-    baseline's upsampling, cell-centre aligned, border padding). Raises if the coarse nodes do not
-    form such a grid."""
-    b, w, _, c = values.shape
-    lat, lon, order = grid_axes(pos_coarse)
-    maps = values[:, :, torch.as_tensor(order, device=values.device)].reshape(b * w, len(lat), len(lon), c)
-    return bicubic_at(maps, lat, lon, pos_fine).reshape(b, w, -1, c)
-
-
 def guide_to_fine(values: torch.Tensor, pos_coarse: torch.Tensor, pos_fine: torch.Tensor, kind: str, k: int,
                   power: float) -> torch.Tensor:  # fmt: skip
     """Stage 2's guide: (B', W, N_c, C) complete coarse values -> (B', W, N_f, C) by ``kind``
-    (``idw``: :func:`idw_to_fine` over the k nearest, power ``power``; ``bicubic``: :func:`bicubic_to_fine`)."""
+    (``idw``: :func:`idw_to_fine` over the k nearest, power ``power``; ``bicubic``:
+    :func:`~stgraph.models.baselines.upsample.bicubic_upsample`, the ``bicubic`` baseline's)."""
     if kind == "bicubic":
-        return bicubic_to_fine(values, pos_coarse, pos_fine)
+        return bicubic_upsample(values, pos_coarse, pos_fine)
     return idw_to_fine(values, pos_coarse, pos_fine, k, power)
 
 
@@ -219,7 +209,7 @@ class FineDenoiser(nn.Module):
         if self.mixers is not None and layout is None:
             layout = fine_layout(pos_fine)
         if self.guide_kind == "bicubic":
-            guide = bicubic_to_fine(completed, pos_coarse, pos_fine)
+            guide = bicubic_upsample(completed, pos_coarse, pos_fine)
         else:
             guide = carry_to_fine(completed, edge_index, idw, nf)
         return FineCondition(feats, guide, time_enc, layout)
